@@ -1,0 +1,111 @@
+"""Fitness: from human ratings, or automatic for headless batch runs.
+
+Automatic fitness functions score a rendered population on the same 0..5 scale people use,
+so a batch run stores its judgements as ordinary rating events and every generation reads the
+same way whoever scored it. Stateful fitness (novelty's archive) returns its new state, which
+the session saves in the snapshot so a resumed run scores exactly as an unbroken one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# An unrated candidate sits between an explicit 0 ("bad") and a 1: people rate what they like
+# and skip the rest, so skipping must not rank below a thumbs-down.
+UNRATED_FITNESS = 0.5
+PICK_BONUS = 6.0
+_COMPARE_SIZE = 64
+
+
+class FitnessError(ValueError):
+    """Bad fitness spec or unreadable target; the message is one line for the user."""
+
+
+def fitness_from_ratings(n: int, scores: Mapping[int, float], picks: set[int] | frozenset[int] = frozenset()) -> list[float]:
+    """Fitness per position from folded ratings: a score 0..5, picks above any score."""
+    values = [float(scores.get(i, UNRATED_FITNESS)) for i in range(n)]
+    for i in picks:
+        if 0 <= i < n:
+            values[i] = max(values[i], 5.0) + PICK_BONUS - 5.0
+    return values
+
+
+class AutoFitness(Protocol):
+    spec: str
+
+    def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+        """Scores 0..5 per image and the fitness state to save with the snapshot."""
+        ...
+
+
+def _pixels(images: Sequence[Image.Image], size: int = _COMPARE_SIZE) -> np.ndarray:
+    arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) for im in images]
+    return np.stack(arrays) / 255.0
+
+
+class TargetFitness:
+    """Closeness to a target image: 5 for identical, 0 for the opposite colours."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with Image.open(self.path) as im:
+                self.target = _pixels([im])[0]
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            reason = "no such file" if not self.path.exists() else "not a readable image"
+            raise FitnessError(f"cannot read target image {str(self.path)!r}: {reason}") from exc
+        self.spec = f"target:{self.path}"
+
+    def closeness(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """1 - mean absolute colour difference at 64 px, in 0..1."""
+        diff = np.abs(_pixels(images) - self.target[None])
+        return 1.0 - diff.mean(axis=(1, 2, 3))
+
+    def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+        return [float(5.0 * c) for c in self.closeness(images)], state
+
+
+class NoveltyFitness:
+    """Novelty search: distance to the k nearest in an archive of past images and the batch."""
+
+    spec = "novelty"
+
+    def __init__(self, k: int = 5, archive_size: int = 256, per_generation: int = 2) -> None:
+        self.k, self.archive_size, self.per_generation = k, archive_size, per_generation
+
+    @staticmethod
+    def descriptor(images: Sequence[Image.Image]) -> np.ndarray:
+        return _pixels(images, 16).reshape(len(images), -1)
+
+    def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+        batch = self.descriptor(images)
+        archive = np.asarray(state.get("archive", []), dtype=np.float32).reshape(-1, batch.shape[1])
+        others = np.concatenate([archive, batch])
+        dist = np.sqrt(((batch[:, None, :] - others[None, :, :]) ** 2).mean(axis=2))
+        # Skip each image's zero distance to itself (it sits at index len(archive) + i).
+        dist[np.arange(len(batch)), len(archive) + np.arange(len(batch))] = np.inf
+        k = max(1, min(self.k, others.shape[0] - 1))
+        novelty = np.sort(dist, axis=1)[:, :k]
+        novelty = np.where(np.isfinite(novelty), novelty, 0.0).mean(axis=1)
+        scores = 5.0 * np.clip(novelty / 0.5, 0.0, 1.0)
+        best = np.argsort(-novelty, kind="stable")[: self.per_generation]
+        archive = np.concatenate([archive, batch[best]])[-self.archive_size :]
+        # Rounded to keep the snapshot JSON small and exactly reproducible.
+        return [float(s) for s in scores], {"archive": np.round(archive, 4).tolist()}
+
+
+def parse_fitness(spec: str, preference_loader: Any = None) -> AutoFitness:
+    """``novelty`` | ``target:IMAGE.png`` | ``preference:RUN`` (with a loader from the session)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "novelty" and not arg:
+        return NoveltyFitness()
+    if kind == "target" and arg:
+        return TargetFitness(arg)
+    if kind == "preference" and arg and preference_loader is not None:
+        return preference_loader(arg)
+    raise FitnessError(f"unknown fitness {spec!r}: use novelty, target:IMAGE.png or preference:RUN")

@@ -1,0 +1,396 @@
+"""CPPN genomes and their variation operators, in the Picbreeder / NEAT tradition.
+
+A genome is a plain JSON dict::
+
+    {"kind": "cppn", "version": 1,
+     "nodes": [{"id": 912..., "act": "sin", "bias": 0.1}, ...,   # hidden, topological order
+               {"id": 4, ...}, {"id": 5, ...}, {"id": 6, ...}],  # then the three outputs
+     "links": [{"src": 0, "dst": 912..., "weight": 1.3, "enabled": true}, ...]}
+
+Inputs are implicit (ids 0..3 = x, y, distance from centre, bias). Hidden node ids are
+random 52-bit integers drawn when a node is born and kept by every descendant, so they play
+the part of NEAT's innovation numbers without a global counter: crossover aligns nodes by
+id and links by ``(src, dst)``. A link may only run forward in the node order, so every
+genome is a feed-forward network by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from imagery.protocol import GeneratorError, Genome
+
+KIND = "cppn"
+VERSION = 1
+INPUT_IDS = (0, 1, 2, 3)  # x, y, d, bias
+OUTPUT_IDS = (4, 5, 6)  # r, g, b  or  h, s, v
+FIRST_HIDDEN_ID = 16
+ACTIVATIONS = ("sin", "cos", "gaussian", "sigmoid", "tanh", "abs", "identity")
+# Outputs start from functions whose range maps well onto a colour channel.
+OUTPUT_START_ACTIVATIONS = ("sigmoid", "gaussian", "sin", "tanh")
+WEIGHT_LIMIT = 8.0  # |weight| and |bias| bound; the renderer's exact sums rely on it
+WEIGHT_STEP = 2.0**-12  # operators keep weights on this grid, the resolution the renderer uses
+INIT_SIGMA = 2.5  # input -> hidden: a few bands across the picture
+OUTPUT_SIGMA = 1.2  # hidden -> output: smaller, so outputs rarely saturate to one flat colour
+# Picbreeder's mix of mutation operators: perturb weights, add node, add link, new activation.
+OPERATORS = {"perturb": 10.0, "add_node": 6.0, "add_link": 4.0, "change_activation": 1.0}
+# Gene groups a user may lock. "color" is the output layer: output activations and biases
+# and the links into the outputs; "weights" and "activations" cover the hidden nodes.
+LOCKABLE = ("topology", "weights", "activations", "color")
+
+
+def _bad(message: str) -> GeneratorError:
+    return GeneratorError(f"invalid CPPN genome: {message}")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(f"{what} must be a finite number, got {value!r}")
+    if abs(value) > WEIGHT_LIMIT:
+        raise _bad(f"{what} must lie within +-{WEIGHT_LIMIT:g}, got {value!r}")
+    return float(value)
+
+
+def validate(genome: Any) -> None:
+    """Check a genome's structure, raising a one-line ``GeneratorError`` when it is unusable."""
+    if not isinstance(genome, dict) or genome.get("kind") != KIND:
+        raise _bad("expected a dict with kind 'cppn'")
+    if genome.get("version") != VERSION:
+        raise _bad(f"unsupported version {genome.get('version')!r} (this build reads {VERSION})")
+    nodes, links = genome.get("nodes"), genome.get("links")
+    if not isinstance(nodes, list) or not isinstance(links, list):
+        raise _bad("'nodes' and 'links' must be lists")
+    position = {nid: i - len(INPUT_IDS) for i, nid in enumerate(INPUT_IDS)}
+    for i, node in enumerate(nodes):
+        nid = node.get("id") if isinstance(node, dict) else None
+        if isinstance(nid, bool) or not isinstance(nid, int) or nid in position:
+            raise _bad(f"node {i} has a missing or repeated id")
+        if node.get("act") not in ACTIVATIONS:
+            raise _bad(f"node {nid} has unknown activation {node.get('act')!r}")
+        _number(node.get("bias"), f"bias of node {nid}")
+        position[nid] = i
+    if [n["id"] for n in nodes[-len(OUTPUT_IDS) :]] != list(OUTPUT_IDS):
+        raise _bad(f"the last nodes must be the outputs {list(OUTPUT_IDS)}")
+    if any(n["id"] < FIRST_HIDDEN_ID for n in nodes[: -len(OUTPUT_IDS)]):
+        raise _bad(f"hidden node ids must be >= {FIRST_HIDDEN_ID}")
+    seen = set()
+    for link in links:
+        if not isinstance(link, dict):
+            raise _bad("every link must be a dict")
+        src, dst = link.get("src"), link.get("dst")
+        if src not in position or dst not in position or src in OUTPUT_IDS:
+            raise _bad(f"link {src!r}->{dst!r} names an unknown or wrong-kind node")
+        if position[src] >= position[dst]:
+            raise _bad(f"link {src}->{dst} runs backwards in the node order")
+        if (src, dst) in seen:
+            raise _bad(f"link {src}->{dst} appears twice")
+        seen.add((src, dst))
+        _number(link.get("weight"), f"weight of link {src}->{dst}")
+        if not isinstance(link.get("enabled"), bool):
+            raise _bad(f"link {src}->{dst} needs a boolean 'enabled'")
+
+
+def _copy(genome: Genome) -> Genome:
+    return {
+        "kind": KIND,
+        "version": VERSION,
+        "nodes": [dict(n) for n in genome["nodes"]],
+        "links": [dict(link) for link in genome["links"]],
+    }
+
+
+def _fresh_id(rng: np.random.Generator, used: set[int]) -> int:
+    while True:
+        nid = int(rng.integers(FIRST_HIDDEN_ID, 2**52))
+        if nid not in used:
+            used.add(nid)
+            return nid
+
+
+def _gene(value: float) -> float:
+    """Clip to the weight range and snap to the renderer's grid (what is stored is what renders)."""
+    return float(np.round(np.clip(value, -WEIGHT_LIMIT, WEIGHT_LIMIT) / WEIGHT_STEP) * WEIGHT_STEP)
+
+
+def _weight(rng: np.random.Generator, sigma: float = INIT_SIGMA) -> float:
+    return _gene(rng.normal(0.0, sigma))
+
+
+def _pick(rng: np.random.Generator, items: list[Any]) -> Any:
+    return items[int(rng.integers(len(items)))]
+
+
+def random_genome(rng: np.random.Generator, hidden: int) -> Genome:
+    """A fresh genome: ``hidden`` nodes fed by a random subset of the inputs, feeding the outputs.
+
+    Each hidden node sees only some of x, y and d, which is what gives the first generation
+    its Picbreeder look: radial, mirrored and striped patterns rather than noise.
+    """
+    used: set[int] = set()
+    hidden_ids = [_fresh_id(rng, used) for _ in range(hidden)]
+    nodes = [{"id": h, "act": _pick(rng, list(ACTIVATIONS)), "bias": 0.0} for h in hidden_ids]
+    links = []
+    for h in hidden_ids:
+        chosen = [i for i in INPUT_IDS if rng.random() < 0.5]
+        if not any(i in chosen for i in INPUT_IDS[:3]):
+            chosen.append(int(rng.integers(3)))
+        links += [
+            {"src": i, "dst": h, "weight": _weight(rng), "enabled": True} for i in sorted(chosen)
+        ]
+    sources = hidden_ids or list(INPUT_IDS[:3])
+    for out in OUTPUT_IDS:
+        nodes.append({"id": out, "act": _pick(rng, list(OUTPUT_START_ACTIVATIONS)), "bias": 0.0})
+        chosen = [s for s in sources if rng.random() < 0.6] or [_pick(rng, sources)]
+        links += [
+            {"src": s, "dst": out, "weight": _weight(rng, OUTPUT_SIGMA), "enabled": True}
+            for s in chosen
+        ]
+    return {"kind": KIND, "version": VERSION, "nodes": nodes, "links": links}
+
+
+def check_locks(locks: Iterable[str]) -> frozenset[str]:
+    """Normalise a set of lock names, rejecting unknown ones with a one-line error."""
+    locks = frozenset(locks)
+    unknown = sorted(locks - set(LOCKABLE))
+    if unknown:
+        raise GeneratorError(f"unknown CPPN lock {unknown[0]!r}; choose from {', '.join(LOCKABLE)}")
+    return locks
+
+
+# --- mutation -----------------------------------------------------------------------------
+
+
+def _open_to(dst: int, locks: frozenset[str], group: str) -> bool:
+    """Whether genes owned by node ``dst`` may change: outputs are 'color', hidden ``group``."""
+    return "color" not in locks if dst in OUTPUT_IDS else group not in locks
+
+
+def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int]]:
+    genes = [
+        ("link", i)
+        for i, link in enumerate(g["links"])
+        if link["enabled"] and _open_to(link["dst"], locks, "weights")
+    ]
+    return genes + [
+        ("node", i) for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "weights")
+    ]
+
+
+def _split_candidates(g: Genome, locks: frozenset[str], max_nodes: int) -> list[int]:
+    if "topology" in locks or len(g["nodes"]) - len(OUTPUT_IDS) >= max_nodes:
+        return []
+    return [
+        i
+        for i, link in enumerate(g["links"])
+        if link["enabled"] and _open_to(link["dst"], locks, "topology")
+    ]
+
+
+def _link_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[int, int]]:
+    if "topology" in locks:
+        return []
+    enabled = {(link["src"], link["dst"]) for link in g["links"] if link["enabled"]}
+    order = list(INPUT_IDS) + [n["id"] for n in g["nodes"]]
+    pairs = []
+    for j, dst in enumerate(order[len(INPUT_IDS) :], start=len(INPUT_IDS)):
+        if not _open_to(dst, locks, "topology"):
+            continue
+        pairs += [
+            (src, dst) for src in order[:j] if src not in OUTPUT_IDS and (src, dst) not in enabled
+        ]
+    return pairs
+
+
+def _activation_candidates(g: Genome, locks: frozenset[str]) -> list[int]:
+    return [i for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "activations")]
+
+
+def _perturb(
+    g: Genome, rng: np.random.Generator, genes: list[tuple[str, int]], strength: float
+) -> None:
+    sigma = 0.15 + 1.1 * strength
+    chosen = [gene for gene in genes if rng.random() < 0.15 + 0.6 * strength] or [_pick(rng, genes)]
+    for kind, i in chosen:
+        target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
+        old = target[key]
+        while target[key] == old:  # a step lost to clipping or rounding is drawn again
+            target[key] = _gene(old + rng.normal(0.0, sigma))
+
+
+def _split(g: Genome, rng: np.random.Generator, link_index: int) -> None:
+    old = g["links"][link_index]
+    old["enabled"] = False
+    new_id = _fresh_id(rng, {n["id"] for n in g["nodes"]})
+    act = _pick(rng, list(ACTIVATIONS))
+    # Just before the old target (outputs stay last) keeps the order topological (src < new < dst).
+    first = OUTPUT_IDS[0] if old["dst"] in OUTPUT_IDS else old["dst"]
+    at = next(i for i, n in enumerate(g["nodes"]) if n["id"] == first)
+    g["nodes"].insert(at, {"id": new_id, "act": act, "bias": 0.0})
+    g["links"].append({"src": old["src"], "dst": new_id, "weight": 1.0, "enabled": True})
+    g["links"].append({"src": new_id, "dst": old["dst"], "weight": old["weight"], "enabled": True})
+
+
+def _add_link(g: Genome, rng: np.random.Generator, pair: tuple[int, int]) -> None:
+    src, dst = pair
+    for link in g["links"]:
+        if (link["src"], link["dst"]) == pair:  # re-enable a link an earlier split turned off
+            link.update(weight=_weight(rng), enabled=True)
+            return
+    g["links"].append({"src": src, "dst": dst, "weight": _weight(rng), "enabled": True})
+
+
+def _change_activation(g: Genome, rng: np.random.Generator, node_index: int) -> None:
+    node = g["nodes"][node_index]
+    node["act"] = _pick(rng, [a for a in ACTIVATIONS if a != node["act"]])
+
+
+def mutate(
+    genome: Genome,
+    rng: np.random.Generator,
+    strength: float,
+    locks: Iterable[str] = (),
+    max_nodes: int = 64,
+) -> Genome:
+    """Return a mutated copy: 1 to 4 operator applications, more and bigger as strength grows.
+
+    Operators are drawn with Picbreeder's weights (``OPERATORS``) among those the locks and
+    the ``max_nodes`` cap leave possible. A locked gene group is never touched.
+    """
+    validate(genome)
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not 0.0 <= strength <= 1.0
+    ):
+        raise GeneratorError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
+    locks = check_locks(locks)
+    g = _copy(genome)
+    for _ in range(1 + int(rng.binomial(3, strength))):
+        options = {
+            "perturb": _perturb_candidates(g, locks),
+            "add_node": _split_candidates(g, locks, max_nodes),
+            "add_link": _link_candidates(g, locks),
+            "change_activation": _activation_candidates(g, locks),
+        }
+        names = [name for name in OPERATORS if options[name]]
+        if not names:
+            break
+        weights = np.array([OPERATORS[name] for name in names])
+        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        if name == "perturb":
+            _perturb(g, rng, options[name], strength)
+        elif name == "add_node":
+            _split(g, rng, _pick(rng, options[name]))
+        elif name == "add_link":
+            _add_link(g, rng, _pick(rng, options[name]))
+        else:
+            _change_activation(g, rng, _pick(rng, options[name]))
+    return g
+
+
+# --- crossover ----------------------------------------------------------------------------
+
+
+def _reaches(links: list[dict[str, Any]], start: int, goal: int) -> bool:
+    """Whether a path of links leads from ``start`` to ``goal``."""
+    out: dict[int, list[int]] = {}
+    for link in links:
+        out.setdefault(link["src"], []).append(link["dst"])
+    stack, seen = [start], {start}
+    while stack:
+        node = stack.pop()
+        if node == goal:
+            return True
+        for nxt in out.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _topological(
+    nodes: dict[int, dict[str, Any]], links: list[dict[str, Any]], rank: dict[int, tuple]
+) -> list[dict[str, Any]]:
+    """Order nodes so every link runs forward; ties follow the parents' orders (``rank``)."""
+    import heapq
+
+    indegree = dict.fromkeys(nodes, 0)
+    children: dict[int, list[int]] = {}
+    for link in links:
+        if link["src"] in nodes:
+            indegree[link["dst"]] += 1
+            children.setdefault(link["src"], []).append(link["dst"])
+    ready = [(rank[n], n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, nid = heapq.heappop(ready)
+        order.append(nodes[nid])
+        for child in children.get(nid, ()):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                heapq.heappush(ready, (rank[child], child))
+    return order
+
+
+def crossover(a: Genome, b: Genome, rng: np.random.Generator, max_nodes: int = 64) -> Genome:
+    """NEAT-style crossover with ``a`` as the primary parent.
+
+    The child keeps all of ``a``'s structure; genes both parents share (same node id, same
+    link ``(src, dst)``) come from either parent with equal odds; each of ``b``'s own nodes
+    and links joins with probability 1/2 where it fits (below ``max_nodes``, no cycle).
+    """
+    validate(a)
+    validate(b)
+    a_nodes = {n["id"]: n for n in a["nodes"]}
+    b_nodes = {n["id"]: n for n in b["nodes"]}
+    nodes = {
+        nid: dict(b_nodes[nid] if nid in b_nodes and rng.random() < 0.5 else n)
+        for nid, n in a_nodes.items()
+    }
+    room = max_nodes - (len(nodes) - len(OUTPUT_IDS))
+    for nid, n in b_nodes.items():
+        if nid not in nodes and rng.random() < 0.5 and room > 0:
+            nodes[nid] = dict(n)
+            room -= 1
+    b_links = {(link["src"], link["dst"]): link for link in b["links"]}
+    links = []
+    for link in a["links"]:
+        other = b_links.pop((link["src"], link["dst"]), None)
+        links.append(dict(other if other is not None and rng.random() < 0.5 else link))
+    for (src, dst), link in b_links.items():
+        joins = rng.random() < 0.5
+        if (
+            joins
+            and (src in nodes or src in INPUT_IDS)
+            and dst in nodes
+            and not _reaches(links, dst, src)
+        ):
+            links.append(dict(link))
+    # Drop b's nodes that ended up feeding nothing: they would only cost render time.
+    while True:
+        feeding = {link["src"] for link in links if link["enabled"]}
+        dead = [nid for nid in nodes if nid not in a_nodes and nid not in feeding]
+        if not dead:
+            break
+        for nid in dead:
+            del nodes[nid]
+        links = [link for link in links if link["src"] in nodes or link["src"] in INPUT_IDS]
+        links = [link for link in links if link["dst"] in nodes]
+    rank: dict[int, tuple] = {}
+    for parent, tag in ((b, 1), (a, 0)):
+        hidden = parent["nodes"][: -len(OUTPUT_IDS)]
+        rank.update({n["id"]: (0, i / len(hidden), tag) for i, n in enumerate(hidden)})
+    rank.update({nid: (1, nid, 0) for nid in OUTPUT_IDS})
+    child = {
+        "kind": KIND,
+        "version": VERSION,
+        "nodes": _topological(nodes, links, rank),
+        "links": links,
+    }
+    validate(child)
+    return child

@@ -1,0 +1,73 @@
+"""Genome identity and serialisation: canonical JSON plus optional safetensors bytes.
+
+A genome is a JSON dict; tensors (if any) live under ``"tensors"``. Its id is the sha256
+of the canonical JSON and the tensors' raw bytes, so equal genomes share one id whichever
+branch or run made them. Nothing here unpickles: safetensors holds only raw arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+TENSORS_KEY = "tensors"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def split(genome: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (json part, tensors) of a genome."""
+    data = {k: v for k, v in genome.items() if k != TENSORS_KEY}
+    return data, dict(genome.get(TENSORS_KEY) or {})
+
+
+def encode_tensors(tensors: dict[str, Any]) -> bytes | None:
+    if not tensors:
+        return None
+    import torch
+    from safetensors.torch import save
+
+    clean = {name: t.detach().to("cpu").contiguous() for name, t in sorted(tensors.items())}
+    for name, t in clean.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"genome tensor {name!r} is not a torch.Tensor")
+    return save(clean)
+
+
+def decode_tensors(blob: bytes | None) -> dict[str, Any]:
+    if not blob:
+        return {}
+    from safetensors.torch import load
+
+    return load(blob)
+
+
+def encode(genome: dict[str, Any]) -> tuple[str, bytes | None]:
+    """Serialise a genome to (canonical json, safetensors bytes or None)."""
+    data, tensors = split(genome)
+    return canonical_json(data), encode_tensors(tensors)
+
+
+def decode(data_json: str, tensor_blob: bytes | None = None) -> dict[str, Any]:
+    genome = json.loads(data_json)
+    tensors = decode_tensors(tensor_blob)
+    if tensors:
+        genome[TENSORS_KEY] = tensors
+    return genome
+
+
+def genome_id(genome: dict[str, Any]) -> str:
+    """Content hash of a genome: sha256 over its canonical JSON and its tensors' bytes."""
+    import torch
+
+    data, tensors = split(genome)
+    h = hashlib.sha256(canonical_json(data).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        # Raw bytes through a uint8 view: works for every dtype, bfloat16 included.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

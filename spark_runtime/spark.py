@@ -1,0 +1,83 @@
+"""Sparks: workers that keep one generator loaded and render whole batches.
+
+A spark is handed an import path (``"imagery.cppn:CPPN"``) and a JSON config; it never
+imports ``imagery`` by name, so the runtime stays below the generators in the layering.
+The in-process spark is the embedded default; process and Ray sparks share this interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from PIL import Image
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class SparkError(RuntimeError):
+    """A spark could not be built or could not render; the message is one line."""
+
+
+def build_generator(target: str, config: dict[str, Any]) -> Any:
+    """Import ``module:Class`` and build it from a JSON config via ``Class.from_config``."""
+    module_name, sep, class_name = target.partition(":")
+    if not sep or not module_name or not class_name:
+        raise SparkError(f"generator target must look like 'package.module:Class', got {target!r}")
+    # The config crosses process and machine boundaries: insist it is plain JSON.
+    config = json.loads(json.dumps(config))
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SparkError(f"cannot load generator {target!r}: {exc}") from exc
+    return cls.from_config(config)
+
+
+class Spark(Protocol):
+    """Renders batches of genomes with a generator it keeps loaded."""
+
+    target: str
+    config: dict[str, Any]
+
+    def render(
+        self,
+        genomes: Sequence[dict[str, Any]],
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessSpark:
+    """A spark in the calling process: no transfer cost, the generator built on first use."""
+
+    def __init__(self, target: str, config: dict[str, Any]) -> None:
+        self.target = target
+        self.config = dict(config)
+        self._generator: Any | None = None
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None:
+            self._generator = build_generator(self.target, self.config)
+        return self._generator
+
+    def render(
+        self,
+        genomes: Sequence[dict[str, Any]],
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image]:
+        if not genomes:
+            return []
+        images = self.generator.render(list(genomes), size, progress=progress)
+        if len(images) != len(genomes):
+            raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
+        return images
+
+    def close(self) -> None:
+        self._generator = None

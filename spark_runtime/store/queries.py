@@ -1,0 +1,135 @@
+"""Row lookups and checks inside an open session, shared by the store facade.
+
+Each raises a one-line StoreError when a referenced row is missing or a write would be
+inconsistent, before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+from sqlalchemy import Row, bindparam, select
+from sqlmodel import Session
+
+from spark_runtime.store import checks
+from spark_runtime.store.collect import chunks
+from spark_runtime.store.errors import StoreError
+from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
+from spark_runtime.store.skiplist import walk_to
+
+
+def run(s: Session, ref: str) -> Run:
+    run = s.get(Run, ref) if isinstance(ref, str) else None
+    if run is None and isinstance(ref, str):
+        run = s.scalars(select(Run).where(Run.name == ref)).first()
+    if run is None:
+        raise StoreError(f"unknown run {ref!r}")
+    return run
+
+
+def branch(s: Session, branch_id: str) -> Branch:
+    branch = s.get(Branch, branch_id) if isinstance(branch_id, str) else None
+    if branch is None:
+        raise StoreError(f"unknown branch id {branch_id!r}")
+    return branch
+
+
+def snapshot(s: Session, snapshot_id: str) -> Snapshot:
+    snap = s.get(Snapshot, snapshot_id) if isinstance(snapshot_id, str) else None
+    if snap is None:
+        raise StoreError(f"unknown snapshot {snapshot_id!r}")
+    return snap
+
+
+_SNAP = Snapshot.__table__
+# Core, not ORM, and built once: a hop is then a single narrow indexed lookup.
+_SKIP_NODE = select(_SNAP.c.id, _SNAP.c.generation, _SNAP.c.parent_id, _SNAP.c.skip_id).where(
+    _SNAP.c.id == bindparam("sid")
+)
+
+
+def skip_node(s: Session, snapshot_id: str) -> Row:
+    """Just the columns a skip-pointer walk needs: one narrow row fetch per hop."""
+    row = s.connection().execute(_SKIP_NODE, {"sid": snapshot_id}).first()
+    if row is None:
+        raise StoreError(f"unknown snapshot {snapshot_id!r}")
+    return row
+
+
+def ancestor(s: Session, start: Snapshot, generation: int) -> Snapshot:
+    """The full row of ``start``'s ancestor at ``generation`` (O(log n) narrow fetches)."""
+    if generation == start.generation:
+        return start
+    return snapshot(s, walk_to(start, generation, partial(skip_node, s)).id)
+
+
+def head(s: Session, branch: Branch) -> Snapshot:
+    if branch.head_snapshot_id is None:
+        raise StoreError(f"branch {branch.name!r} has no generations yet")
+    return snapshot(s, branch.head_snapshot_id)
+
+
+def check_branch_free(s: Session, run_id: str, name: str) -> None:
+    stmt = select(Branch.id).where(Branch.run_id == run_id, Branch.name == name)
+    if s.scalars(stmt).first() is not None:
+        raise StoreError(f"branch {name!r} already exists in this run")
+
+
+def check_parent(
+    s: Session, branch: Branch, parent_id: str | None, generation: int
+) -> Snapshot | None:
+    if branch.head_snapshot_id != parent_id:
+        raise StoreError(f"branch {branch.name!r} moved; reload")
+    if parent_id is None:
+        if generation != 0:
+            raise StoreError(f"generation {generation} needs a parent snapshot")
+        return None
+    parent = snapshot(s, parent_id)
+    if generation != parent.generation + 1:
+        raise StoreError(f"generation {generation} cannot follow generation {parent.generation}")
+    return parent
+
+
+def check_ratings_exist(s: Session, run_id: str, ids: list[int]) -> None:
+    if not ids:
+        return
+    found = set(
+        s.scalars(select(Rating.id).where(Rating.run_id == run_id, Rating.id.in_(set(ids))))
+    )
+    missing = sorted(set(ids) - found)
+    if missing:
+        raise StoreError(f"consumed rating {missing[0]} does not exist in this run")
+
+
+def individuals(s: Session, ids: Sequence[str], strict: bool = True) -> dict[str, Individual]:
+    rows: dict[str, Individual] = {}
+    for part in chunks(sorted(set(ids))):
+        rows.update((r.id, r) for r in s.scalars(select(Individual).where(Individual.id.in_(part))))
+    missing = [i for i in ids if i not in rows]
+    if strict and missing:
+        raise StoreError(f"individual {missing[0]!r} is missing from the store")
+    return rows
+
+
+def insert_individuals(
+    s: Session, prepared: list[checks.PreparedIndividual], tensors: dict[str, str]
+) -> None:
+    ids = {p.id for p in prepared}
+    existing = set(individuals(s, sorted(ids), strict=False))
+    wanted = {q for p in prepared for q in p.parents} - ids
+    known = set(individuals(s, sorted(wanted), strict=False))
+    if wanted - known:
+        raise StoreError(f"parent individual {sorted(wanted - known)[0]!r} is not stored")
+    for p in prepared:
+        if p.id in existing:
+            continue
+        existing.add(p.id)
+        s.add(
+            Individual(
+                id=p.id,
+                genome_json=p.genome_json,
+                tensors_hash=tensors.get(p.id),
+                parents=p.parents,
+            )
+        )

@@ -1,0 +1,395 @@
+"""The store facade: runs, branches, immutable snapshots, individuals, ratings and objects.
+
+Write order for a generation: object files first, then one DB transaction that inserts the
+individuals and the snapshot and moves the branch head (compare-and-set). The head move is the
+commit point, so a crash at any instant leaves the store as it was before or after; objects
+written by a commit that never landed are garbage for ``gc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
+from sqlmodel import Session, SQLModel
+
+from spark_runtime import genome_codec
+from spark_runtime.store import checks, collect
+from spark_runtime.store import queries as q
+from spark_runtime.store.engine import make_engines
+from spark_runtime.store.errors import StoreError
+from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
+from spark_runtime.store.objects import ObjectStore
+from spark_runtime.store.ratings import (
+    PairOutcome,
+    RatingInput,
+    fold_picks,
+    fold_scores,
+    normalise,
+    pair_outcomes,
+)
+from spark_runtime.store.skiplist import skip_generation, walk_to
+
+_TABLES = [m.__table__ for m in (Run, Branch, Snapshot, Individual, Rating)]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Store:
+    """Snapshots, branches and content-addressed objects under one folder.
+
+    Args:
+        root: folder holding ``imagery.db`` (the default SQLite database) and ``objects/``.
+        db_url: an SQLAlchemy URL to use instead of the SQLite file (e.g. PostgreSQL).
+    """
+
+    def __init__(self, root: str | Path, db_url: str | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.objects = ObjectStore(self.root / "objects")
+        url = db_url or f"sqlite:///{(self.root / 'imagery.db').as_posix()}"
+        self._engine, self._write_engine = make_engines(url)
+        # Inside a write transaction, so stores opened at once do not race to create tables.
+        with self._write_engine.begin() as conn:
+            SQLModel.metadata.create_all(conn, tables=_TABLES)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        engine = self._write_engine if write else self._engine
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except sa_exc.IntegrityError as exc:
+            raise StoreError(f"conflicting write: {_one_line(exc)}") from None
+        except sa_exc.OperationalError as exc:
+            raise StoreError(f"database error: {_one_line(exc)}") from None
+
+    # Runs and branches
+
+    def create_run(
+        self,
+        *,
+        name: str,
+        generator: str,
+        target: str,
+        generator_config: dict[str, Any],
+        population_size: int,
+        size: int,
+        seed: int,
+        settings: dict[str, Any] | None = None,
+    ) -> Run:
+        """Create a run and its empty ``main`` branch."""
+        name = checks.name(name, "run")
+        generator = checks.name(generator, "generator")
+        if not isinstance(target, str) or ":" not in target:
+            raise StoreError(f"target must look like 'package.module:Class', got {target!r}")
+        run = Run(
+            name=name,
+            generator=generator,
+            target=target,
+            generator_config=checks.json_value(generator_config, "generator_config"),
+            population_size=checks.integer(population_size, "population_size", 1),
+            size=checks.integer(size, "size", 1),
+            seed=checks.integer(seed, "seed"),
+            settings=checks.json_value(settings or {}, "settings"),
+        )
+        with self._session(write=True) as s:
+            if s.scalars(select(Run.id).where(Run.name == name)).first() is not None:
+                raise StoreError(f"run {name!r} already exists")
+            s.add(run)
+            s.flush()
+            s.add(Branch(run_id=run.id, name="main"))
+        return run
+
+    def delete_empty_run(self, run_id: str) -> None:
+        """Remove a run that never committed a generation (its first render failed).
+
+        Only a run with no snapshots can go, so no history is ever lost this way.
+        """
+        with self._session(write=True) as s:
+            if s.scalars(select(Snapshot.id).where(Snapshot.run_id == run_id)).first() is not None:
+                raise StoreError("run has generations; runs with history are never deleted")
+            for branch in s.scalars(select(Branch).where(Branch.run_id == run_id)):
+                s.delete(branch)
+            s.flush()
+            run = s.get(Run, run_id)
+            if run is not None:
+                s.delete(run)
+
+    def get_run(self, ref: str) -> Run:
+        """A run by id or by name."""
+        with self._session() as s:
+            return q.run(s, ref)
+
+    def list_runs(self) -> list[Run]:
+        with self._session() as s:
+            return list(s.scalars(select(Run).order_by(Run.created_at, Run.id)))
+
+    def get_branch(self, run_id: str, name: str = "main") -> Branch:
+        """A branch by run (id or name) and branch name."""
+        with self._session() as s:
+            run = q.run(s, run_id)
+            stmt = select(Branch).where(Branch.run_id == run.id, Branch.name == name)
+            branch = s.scalars(stmt).first()
+            if branch is None:
+                raise StoreError(f"unknown branch {name!r} in run {run.name!r}")
+            return branch
+
+    def get_branch_by_id(self, branch_id: str) -> Branch:
+        with self._session() as s:
+            return q.branch(s, branch_id)
+
+    def list_branches(self, run_id: str) -> list[Branch]:
+        with self._session() as s:
+            run = q.run(s, run_id)
+            stmt = select(Branch).where(Branch.run_id == run.id)
+            return list(s.scalars(stmt.order_by(Branch.created_at, Branch.name)))
+
+    def fork(self, snapshot_id: str, name: str) -> Branch:
+        """A new branch whose head is ``snapshot_id``: one row, nothing copied."""
+        name = checks.name(name, "branch")
+        with self._session(write=True) as s:
+            snap = q.snapshot(s, snapshot_id)
+            q.check_branch_free(s, snap.run_id, name)
+            branch = Branch(
+                run_id=snap.run_id,
+                name=name,
+                head_snapshot_id=snap.id,
+                forked_from_snapshot_id=snap.id,
+            )
+            s.add(branch)
+        return branch
+
+    def set_head(self, branch_id: str, snapshot_id: str) -> Branch:
+        """Point a branch at another snapshot of the same run (undo, redo, reset)."""
+        with self._session(write=True) as s:
+            branch = q.branch(s, branch_id)
+            snap = q.snapshot(s, snapshot_id)
+            if snap.run_id != branch.run_id:
+                raise StoreError(f"snapshot {snapshot_id!r} belongs to another run")
+            branch.head_snapshot_id = snap.id
+        return branch
+
+    # Snapshots
+
+    def commit_generation(
+        self,
+        *,
+        branch_id: str,
+        parent_id: str | None,
+        generation: int,
+        individuals: Sequence[tuple[dict[str, Any], Sequence[str]]],
+        images: Sequence[bytes],
+        thumbs: Sequence[bytes],
+        rng_state: dict[str, Any],
+        settings: dict[str, Any],
+        consumed_ratings: Sequence[int],
+        generator_config: dict[str, Any],
+    ) -> Snapshot:
+        """Store one generation and move the branch head to it.
+
+        Raises:
+            StoreError: bad input, or the branch head is no longer ``parent_id``.
+        """
+        prepared = checks.individuals(individuals)
+        image_blobs = checks.blobs(images, "images", len(prepared))
+        thumb_blobs = checks.blobs(thumbs, "thumbs", len(prepared))
+        generation = checks.integer(generation, "generation", 0)
+        consumed = [checks.integer(r, "consumed rating id") for r in consumed_ratings]
+        snapshot = Snapshot(
+            branch_id=branch_id,
+            parent_id=parent_id,
+            generation=generation,
+            population=[p.id for p in prepared],
+            rng_state=checks.json_value(rng_state, "rng_state"),
+            settings=checks.json_value(settings, "settings"),
+            consumed_ratings=consumed,
+            generator_config=checks.json_value(generator_config, "generator_config"),
+        )
+        # Fail early on a stale head, before writing objects that would only become garbage.
+        with self._session() as s:
+            q.check_parent(s, q.branch(s, branch_id), parent_id, generation)
+        snapshot.images = [self.objects.put(b) for b in image_blobs]
+        snapshot.thumbs = [self.objects.put(b) for b in thumb_blobs]
+        tensors = {p.id: self.objects.put(p.tensors) for p in prepared if p.tensors}
+        with self._session(write=True) as s:
+            branch = q.branch(s, branch_id)
+            parent = q.check_parent(s, branch, parent_id, generation)
+            snapshot.run_id = branch.run_id
+            q.check_ratings_exist(s, branch.run_id, consumed)
+            q.insert_individuals(s, prepared, tensors)
+            if parent is not None:
+                target = skip_generation(generation)
+                snapshot.skip_id = walk_to(parent, target, partial(q.skip_node, s)).id
+            s.add(snapshot)
+            s.flush()
+            # The commit point: only lands if nobody moved the head since we read it.
+            head = Branch.head_snapshot_id
+            moved = s.execute(
+                update(Branch)
+                .where(
+                    Branch.id == branch_id,
+                    head.is_(None) if parent_id is None else head == parent_id,
+                )
+                .values(head_snapshot_id=snapshot.id),
+                execution_options={"synchronize_session": False},
+            )
+            if moved.rowcount != 1:
+                raise StoreError(f"branch {branch.name!r} moved; reload")
+        return snapshot
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        with self._session() as s:
+            return q.snapshot(s, snapshot_id)
+
+    def snapshot_at(self, branch: Branch | str, generation: int) -> Snapshot:
+        """The ancestor of the branch head at ``generation``, in O(log n) row fetches."""
+        with self._session() as s:
+            row = q.branch(s, branch if isinstance(branch, str) else branch.id)
+            head = q.head(s, row)
+            if isinstance(generation, bool) or not isinstance(generation, int):
+                raise StoreError(f"generation must be an integer, got {generation!r}")
+            if not 0 <= generation <= head.generation:
+                raise StoreError(
+                    f"generation {generation} is out of range: branch {row.name!r} has "
+                    f"generations 0..{head.generation}"
+                )
+            return q.ancestor(s, head, generation)
+
+    def history(self, branch: Branch | str) -> list[Snapshot]:
+        """Every snapshot from the root to the branch head, oldest first."""
+        with self._session() as s:
+            row = q.branch(s, branch if isinstance(branch, str) else branch.id)
+            if row.head_snapshot_id is None:
+                return []
+            snap = Snapshot.__table__
+            chain = (
+                select(snap.c.id, snap.c.parent_id)
+                .where(snap.c.id == row.head_snapshot_id)
+                .cte("chain", recursive=True)
+            )
+            parent = select(snap.c.id, snap.c.parent_id).where(snap.c.id == chain.c.parent_id)
+            chain = chain.union_all(parent)
+            stmt = select(Snapshot).where(Snapshot.id.in_(select(chain.c.id)))
+            return list(s.scalars(stmt.order_by(Snapshot.generation)))
+
+    # Individuals
+
+    def genomes(self, snapshot: Snapshot | str) -> list[dict[str, Any]]:
+        """The decoded genomes of a snapshot's population, in display order."""
+        snapshot_id = snapshot if isinstance(snapshot, str) else snapshot.id
+        with self._session() as s:
+            population = q.snapshot(s, snapshot_id).population
+            rows = q.individuals(s, population)
+        blobs = {
+            row.tensors_hash: self.objects.get(row.tensors_hash)
+            for row in rows.values()
+            if row.tensors_hash
+        }
+        return [
+            genome_codec.decode(rows[i].genome_json, blobs.get(rows[i].tensors_hash or ""))
+            for i in population
+        ]
+
+    def get_individual(self, individual_id: str) -> Individual:
+        with self._session() as s:
+            row = s.get(Individual, individual_id)
+            if row is None:
+                raise StoreError(f"unknown individual {individual_id!r}")
+            return row
+
+    def lineage(self, individual_id: str, max_depth: int = 8) -> list[list[str]]:
+        """Ancestor ids by generation: ``[parents, grandparents, ...]``, each id at its
+        nearest depth only; stops early when the ancestry runs out."""
+        max_depth = checks.integer(max_depth, "max_depth", 0)
+        levels: list[list[str]] = []
+        with self._session() as s:
+            if s.get(Individual, individual_id) is None:
+                raise StoreError(f"unknown individual {individual_id!r}")
+            frontier = [individual_id]
+            seen = set(frontier)
+            for _ in range(max_depth):
+                rows = q.individuals(s, frontier, strict=False)
+                parents = [p for i in frontier if i in rows for p in rows[i].parents]
+                frontier = [p for p in dict.fromkeys(parents) if p not in seen]
+                if not frontier:
+                    break
+                seen.update(frontier)
+                levels.append(frontier)
+        return levels
+
+    # Ratings
+
+    def add_ratings(
+        self, snapshot_id: str, events: Sequence[RatingInput], session: str
+    ) -> list[Rating]:
+        """Append rating events to a snapshot, all or none."""
+        session = checks.name(session, "session")
+        with self._session(write=True) as s:
+            snap = q.snapshot(s, snapshot_id)
+            rows = [
+                Rating(
+                    run_id=snap.run_id,
+                    snapshot_id=snap.id,
+                    position=ev.position,
+                    individual_id=snap.population[ev.position],
+                    session=session,
+                    kind=ev.kind,
+                    value=ev.value,
+                    other_position=ev.other_position,
+                )
+                for ev in normalise(events, len(snap.population))
+            ]
+            s.add_all(rows)
+            s.flush()
+        return rows
+
+    def ratings(self, snapshot_id: str, session: str | None = None) -> list[Rating]:
+        """The rating events of a snapshot (optionally one session's), oldest first."""
+        with self._session() as s:
+            q.snapshot(s, snapshot_id)
+            stmt = select(Rating).where(Rating.snapshot_id == snapshot_id)
+            if session is not None:
+                stmt = stmt.where(Rating.session == session)
+            return list(s.scalars(stmt.order_by(Rating.id)))
+
+    def current_scores(self, snapshot_id: str, session: str | None = None) -> dict[int, float]:
+        """Score per position: latest per session, averaged across sessions."""
+        return fold_scores(self.ratings(snapshot_id, session))
+
+    def current_picks(self, snapshot_id: str, session: str | None = None) -> set[int]:
+        """Positions currently picked (by any session, unless one is named)."""
+        return fold_picks(self.ratings(snapshot_id, session))
+
+    def pairs(self, snapshot_id: str, session: str | None = None) -> list[PairOutcome]:
+        """Pairwise comparisons made on a snapshot, oldest first."""
+        return pair_outcomes(self.ratings(snapshot_id, session))
+
+    # Garbage collection
+
+    def gc(self, grace_seconds: float = 0) -> collect.GcReport:
+        """Delete objects no branch head can reach that are older than ``grace_seconds``.
+
+        Use a grace period of minutes while other processes may be committing: their objects
+        are written before the rows that reference them.
+        """
+        with self._session() as s:
+            marked = collect.mark(s)
+        return collect.sweep(self.objects, marked, grace_seconds)

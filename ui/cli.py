@@ -1,0 +1,116 @@
+"""The ``imagery`` command line: thin parsing over ``evolve.session``.
+
+Every user-facing failure is one line on stderr and exit code 2, with nothing stored changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ui import commands
+
+DEFAULT_STORE = "imagery-data"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        self.exit(2, f"imagery: error: {message} (see 'imagery {self.prog.split()[-1]} --help')\n" if " " in self.prog else f"imagery: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="imagery", description="Evolve images with people in the loop.")
+    parser.add_argument("--store", default=os.environ.get("IMAGERY_STORE", DEFAULT_STORE), help="store folder (default ./imagery-data or $IMAGERY_STORE)")
+    parser.add_argument("--db", default=os.environ.get("IMAGERY_DB"), help="database URL (default: SQLite in the store folder; or $IMAGERY_DB)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("new", help="create a run and render generation 0; prints the run id")
+    p.add_argument("--generator", default="cppn")
+    p.add_argument("--population", type=_positive_int, default=16)
+    p.add_argument("--size", type=_positive_int, default=256)
+    p.add_argument("--seed", type=_positive_int, default=1)
+    p.add_argument("--name")
+    p.add_argument("--strength", type=float, help="mutation strength 0..1")
+    p.add_argument("--color", choices=["rgb", "hsv"], help="CPPN colour space")
+    p.add_argument("--model", help="diffusion: local diffusers folder, FILE.safetensors, or 'tiny'")
+    p.add_argument("--model-config", help="diffusion: local config folder for a single-file checkpoint")
+    p.add_argument("--prompt", help="diffusion: prompt")
+    p.add_argument("--negative", help="diffusion: negative prompt")
+
+    p = sub.add_parser("run", help="headless batch run with an automatic fitness")
+    p.add_argument("run")
+    p.add_argument("--generations", type=_positive_int, required=True)
+    p.add_argument("--fitness", default="novelty", help="novelty | target:IMAGE.png | preference:RUN")
+
+    p = sub.add_parser("rate", help="score candidates of the branch head: INDEX=SCORE (0..5) or INDEX=clear")
+    p.add_argument("run")
+    p.add_argument("ratings", nargs="+")
+
+    p = sub.add_parser("evolve", help="tell the ratings, make and store the next generation")
+    p.add_argument("run")
+    p.add_argument("--strength", type=float, help="mutation strength 0..1 from now on")
+    p.add_argument("--lock", action="append", help="gene group to keep unchanged (repeatable)")
+    p.add_argument("--unlock", action="store_true", help="clear all gene locks")
+
+    p = sub.add_parser("undo", help="move the branch head back one generation (nothing is deleted)")
+    p.add_argument("run")
+
+    p = sub.add_parser("fork", help="new branch from a generation: RUN@GEN or RUN:BRANCH@GEN")
+    p.add_argument("ref")
+    p.add_argument("--name", required=True)
+
+    p = sub.add_parser("status", help="runs, branches, generations, ratings")
+    p.add_argument("run", nargs="?")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="PNGs with genome and lineage embedded")
+    p.add_argument("ref")
+    p.add_argument("dir")
+
+    p = sub.add_parser("rerender", help="render an exported PNG again from its embedded genome")
+    p.add_argument("png")
+    p.add_argument("out")
+    p.add_argument("--size", type=_positive_int)
+
+    p = sub.add_parser("gc", help="remove objects no branch can reach")
+    p.add_argument("--grace", type=float, default=0.0, help="keep unreachable objects younger than this many seconds")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = commands.dispatch(args)
+    except commands.USER_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"imagery: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imagery: interrupted; the last committed generation is intact", file=sys.stderr)
+        return 130
+    if isinstance(result, (dict, list)):
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif result is not None:
+        print(result)
+    return 0
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""What each ``imagery`` subcommand does; ``cli.py`` only parses."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from evolve.engine import EngineError
+from evolve.export import ExportError, export_snapshot, rerender
+from evolve.fitness import FitnessError, parse_fitness
+from evolve.session import RunSpec, Session, SessionError
+from imagery import GeneratorError
+from spark_runtime.spark import SparkError
+from spark_runtime.store import Store, StoreError
+from ui.progress import ProgressBar
+from ui.refs import RefError, check_name, parse_ref
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SessionError,
+    StoreError,
+    RefError,
+    FitnessError,
+    GeneratorError,
+    EngineError,
+    ExportError,
+    SparkError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+_RATING = re.compile(r"^(\d+)=(.+)$")
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    return Store(Path(args.store), db_url=args.db)
+
+
+def dispatch(args: argparse.Namespace) -> Any:
+    handler = _HANDLERS[args.command]
+    return handler(args)
+
+
+def _generator_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.generator == "cppn":
+        if args.color:
+            config["color"] = args.color
+        if args.model or args.prompt:
+            raise SessionError("--model and --prompt are for --generator diffusion")
+    elif args.generator == "diffusion":
+        if not args.model:
+            raise SessionError("--generator diffusion needs --model PATH (a local folder, FILE.safetensors, or 'tiny')")
+        config["model"] = args.model
+        if args.model_config:
+            config["model_config"] = args.model_config
+        config["prompt"] = args.prompt or ""
+        if args.negative:
+            config["negative_prompt"] = args.negative
+    return config
+
+
+def cmd_new(args: argparse.Namespace) -> str:
+    name = check_name("run", args.name) if args.name else f"{args.generator}-{uuid.uuid4().hex[:6]}"
+    settings = {"mutation_strength": args.strength} if args.strength is not None else {}
+    spec = RunSpec(
+        name=name,
+        generator=args.generator,
+        generator_config=_generator_config(args),
+        population=args.population,
+        size=args.size,
+        seed=args.seed,
+        settings=settings,
+    )
+    with open_store(args) as store:
+        if args.population < 1:
+            raise SessionError(f"population must be at least 1, got {args.population}")
+        session = Session.create(store, spec, progress=ProgressBar("generation 0", args.population))
+        return session.run.id
+
+
+def _session(store: Store, text: str) -> tuple[Session, Any]:
+    ref = parse_ref(text)
+    session = Session(store, ref.run, ref.branch, session_id="cli")
+    return session, ref
+
+
+def cmd_run(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        session, _ = _session(store, args.run)
+        fitness = parse_fitness(args.fitness, preference_loader=_preference_loader(store))
+        bar = ProgressBar(f"{session.run.name}:{session.branch.name}", args.generations)
+        head = session.run_auto(fitness, args.generations, progress=bar)
+        return f"{session.run.name}:{session.branch.name} is at generation {head.generation}"
+
+
+def _preference_loader(store: Store) -> Any:
+    def load(ref: str) -> Any:
+        from evolve.agent import PreferenceFitness
+
+        return PreferenceFitness.from_store(store, ref)
+
+    return load
+
+
+def parse_ratings(items: list[str], n: int) -> dict[int, float | None]:
+    scores: dict[int, float | None] = {}
+    for item in items:
+        match = _RATING.match(item.strip())
+        if not match:
+            raise SessionError(f"malformed rating {item!r}: use INDEX=SCORE, e.g. 3=5 (or 3=clear)")
+        position, value = int(match[1]), match[2]
+        if position >= n:
+            raise SessionError(f"candidate {position} does not exist: this generation has candidates 0..{n - 1}")
+        if value == "clear":
+            scores[position] = None
+            continue
+        try:
+            score = float(value)
+        except ValueError:
+            raise SessionError(f"malformed score in {item!r}: expected a number 0..5 or 'clear'") from None
+        if not 0 <= score <= 5:
+            raise SessionError(f"score {value} for candidate {position} is out of range 0..5")
+        scores[position] = score
+    return scores
+
+
+def cmd_rate(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        session, _ = _session(store, args.run)
+        head = session.head()
+        scores = parse_ratings(args.ratings, len(head.population))
+        session.rate(scores, snapshot=head)
+        return f"stored {len(scores)} rating(s) for generation {head.generation} of {session.run.name}:{session.branch.name}"
+
+
+def cmd_evolve(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        session, _ = _session(store, args.run)
+        settings = session.settings()
+        changes: dict[str, Any] = {}
+        if args.strength is not None:
+            changes["mutation_strength"] = args.strength
+        if args.unlock:
+            changes["locks"] = []
+        if args.lock:
+            changes["locks"] = sorted(set(args.lock))
+        if changes:
+            settings = settings.replace(**changes)
+        bar = ProgressBar("rendering", settings.population_size)
+        head = session.evolve(settings=settings, progress=bar)
+        return f"{session.run.name}:{session.branch.name} is at generation {head.generation}"
+
+
+def cmd_undo(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        session, _ = _session(store, args.run)
+        head = session.undo()
+        return f"{session.run.name}:{session.branch.name} is back at generation {head.generation}"
+
+
+def cmd_fork(args: argparse.Namespace) -> str:
+    name = check_name("branch", args.name)
+    with open_store(args) as store:
+        session, ref = _session(store, args.ref)
+        generation = ref.generation if ref.generation is not None else session.head().generation
+        forked = session.fork(generation, name)
+        return f"branch {forked.branch.name!r} of {session.run.name} starts at generation {generation}"
+
+
+def _run_status(store: Store, run: Any) -> dict[str, Any]:
+    branches = []
+    for branch in store.list_branches(run.id):
+        info: dict[str, Any] = {"name": branch.name, "generations": 0, "head": None, "ratings": 0, "head_ratings": 0}
+        if branch.head_snapshot_id:
+            history = store.history(branch)
+            head = history[-1]
+            info.update(
+                generations=len(history),
+                head=head.generation,
+                ratings=sum(len(store.ratings(s.id)) for s in history),
+                head_ratings=len(store.ratings(head.id)),
+                forked_from=None,
+            )
+            if branch.forked_from_snapshot_id:
+                info["forked_from"] = store.get_snapshot(branch.forked_from_snapshot_id).generation
+        branches.append(info)
+    return {
+        "id": run.id,
+        "name": run.name,
+        "generator": run.generator,
+        "population": run.population_size,
+        "size": run.size,
+        "seed": run.seed,
+        "branches": branches,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> Any:
+    with open_store(args) as store:
+        runs = [store.get_run(args.run)] if args.run else store.list_runs()
+        data = [_run_status(store, run) for run in runs]
+        if args.json:
+            return data[0] if args.run else data
+        if not data:
+            return "no runs yet: start one with 'imagery new --name NAME'"
+        lines = []
+        for run in data:
+            lines.append(f"{run['name']} ({run['id']}): {run['generator']}, population {run['population']}, {run['size']} px, seed {run['seed']}")
+            for b in run["branches"]:
+                fork = f", forked at generation {b['forked_from']}" if b.get("forked_from") is not None else ""
+                lines.append(f"  {b['name']}: {b['generations']} generation(s), head {b['head']}, {b['ratings']} rating(s) ({b['head_ratings']} on the head){fork}")
+        return "\n".join(lines)
+
+
+def cmd_export(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        session, ref = _session(store, args.ref)
+        snapshot = store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
+        paths = export_snapshot(store, session.run, session.branch.name, snapshot, Path(args.dir))
+        return f"wrote {len(paths)} PNG(s) to {args.dir}"
+
+
+def cmd_rerender(args: argparse.Namespace) -> str:
+    image = rerender(args.png, args.size)
+    image.save(args.out)
+    return f"wrote {args.out} ({image.width}x{image.height})"
+
+
+def cmd_gc(args: argparse.Namespace) -> str:
+    with open_store(args) as store:
+        report = store.gc(grace_seconds=args.grace)
+        return f"removed {report.objects_removed} object(s), freed {report.bytes_freed} bytes, kept {report.objects_kept}"
+
+
+_HANDLERS = {
+    "new": cmd_new,
+    "run": cmd_run,
+    "rate": cmd_rate,
+    "evolve": cmd_evolve,
+    "undo": cmd_undo,
+    "fork": cmd_fork,
+    "status": cmd_status,
+    "export": cmd_export,
+    "rerender": cmd_rerender,
+    "gc": cmd_gc,
+}

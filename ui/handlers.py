@@ -1,0 +1,404 @@
+"""What the browser UI does, as plain functions over the store: testable without a browser.
+
+Every handler takes plain JSON-like input (a dict from a request body or query string),
+checks it, and either returns plain JSON-like output or raises a one-line error from
+``USER_ERRORS`` before anything stored changes. ``ui/api.py`` maps them onto HTTP routes and
+``ui/app.py`` onto the Gradio start view; ``ui/live.py`` holds the streaming evolve.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import statistics
+import threading
+import uuid
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from evolve.engine import EngineError, EngineSettings
+from evolve.export import ExportError, export_metadata, png_with_metadata
+from evolve.session import RunSpec, Session, SessionError
+from imagery import GENERATORS, GeneratorError
+from spark_runtime.spark import InProcessSpark, SparkError, build_generator
+from spark_runtime.store import RatingInput, Store, StoreError
+from spark_runtime.store.ratings import fold_picks, fold_scores
+from ui.refs import RefError, check_name
+
+
+class UIError(SessionError):
+    """A bad UI request; one line for the user. A SessionError so the CLI reports it too."""
+
+    status = 400
+
+
+class Conflict(UIError):
+    """The request is fine but the branch is busy or moved on in another tab."""
+
+    status = 409
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SessionError,
+    StoreError,
+    RefError,
+    EngineError,
+    GeneratorError,
+    SparkError,
+    ExportError,
+)
+
+UI_KINDS = ("score", "clear", "pick", "unpick")
+MAX_EVENTS = 500
+IDLE_GAP_S = 60.0  # a pause longer than this is a break, not a slow decision
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
+
+
+# --- input checks -------------------------------------------------------------------------
+def text(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise UIError(f"missing {key!r}: expected a non-empty string")
+    if len(value) > 200 or "\n" in value:
+        raise UIError(f"{key!r} must be one line of at most 200 characters")
+    return value.strip()
+
+
+def whole(data: Mapping[str, Any], key: str, low: int, high: int, default: Any = None) -> int:
+    """A whole number (an integral float or numeric string from a form counts) in low..high."""
+    value = data.get(key, default)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UIError(f"{key!r} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def session_id(data: Mapping[str, Any]) -> str:
+    value = data.get("session")
+    if not isinstance(value, str) or not _SESSION_ID.match(value):
+        raise UIError(f"bad session id {str(value)[:80]!r}: expected 4-64 letters, digits, '-' or '_'")
+    return value
+
+
+def payload(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise UIError(f"malformed request: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+# --- shared state -------------------------------------------------------------------------
+class Workbench:
+    """What the handlers share: the store, one spark per run, busy branches, session stats.
+
+    Args:
+        store: the snapshot store.
+        max_sessions: how many (run, branch, tab) sessions to keep built.
+    """
+
+    def __init__(self, store: Store, max_sessions: int = 256) -> None:
+        self.store = store
+        self.max_sessions = max_sessions
+        self.lock = threading.Lock()
+        self.busy: set[str] = set()  # branch ids with a generation rendering
+        self._sparks: dict[str, InProcessSpark] = {}
+        self._generators: dict[str, Any] = {}
+        self._sessions: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
+        self._decisions: dict[tuple[str, str], list[float]] = {}
+
+    def spark(self, run: Any) -> InProcessSpark:
+        """One spark per run keeps its generator (and a model, if any) loaded between calls."""
+        with self.lock:
+            if run.id not in self._sparks:
+                self._sparks[run.id] = _SerialSpark(run.target, run.generator_config)
+            return self._sparks[run.id]
+
+    def lockable(self, run: Any) -> list[str]:
+        with self.lock:
+            if run.id not in self._generators:
+                self._generators[run.id] = build_generator(run.target, run.generator_config)
+            return list(getattr(self._generators[run.id], "lockable", ()))
+
+    def session(self, run_ref: str, branch: str, tab: str) -> Session:
+        run = self.store.get_run(run_ref)
+        key = (run.id, branch, tab)
+        with self.lock:
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+        built = Session(self.store, run.id, branch, spark=self.spark(run), session_id=tab)
+        with self.lock:
+            self._sessions[key] = built
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return built
+
+    def decisions(self, run_id: str, tab: str) -> list[float]:
+        """Times (epoch seconds) of this tab's decisions in the run; read from the store once."""
+        key = (run_id, tab)
+        with self.lock:
+            if key in self._decisions:
+                return self._decisions[key]
+        seen: set[str] = set()
+        times: list[float] = []
+        for branch in self.store.list_branches(run_id):
+            for snap in self.store.history(branch):
+                if snap.id not in seen:
+                    seen.add(snap.id)
+                    times.extend(r.created_at.timestamp() for r in self.store.ratings(snap.id, tab))
+        with self.lock:
+            return self._decisions.setdefault(key, sorted(times))
+
+    def record(self, run_id: str, tab: str, times: Sequence[float]) -> list[float]:
+        known = self.decisions(run_id, tab)
+        with self.lock:
+            known.extend(times)
+            return known
+
+
+class _SerialSpark(InProcessSpark):
+    """An in-process spark that renders one batch at a time (a model is not thread-safe)."""
+
+    def __init__(self, target: str, config: dict[str, Any]) -> None:
+        super().__init__(target, config)
+        self._render_lock = threading.Lock()
+
+    def render(self, genomes: Sequence[dict[str, Any]], size: int, progress: Any = None) -> list[Any]:
+        with self._render_lock:
+            return super().render(genomes, size, progress=progress)
+
+
+def session_stats(times: Sequence[float]) -> dict[str, Any]:
+    """Decisions, ratings per minute and median seconds per decision over active time.
+
+    Gaps longer than ``IDLE_GAP_S`` are breaks: they count neither as time spent deciding nor
+    as slow decisions. Rates are None until there are two decisions close enough to time.
+    """
+    ordered = sorted(times)
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False) if b - a <= IDLE_GAP_S]
+    active = sum(gaps)
+    return {
+        "decisions": len(ordered),
+        "ratings_per_minute": round(60.0 * len(gaps) / active, 1) if active > 0 else None,
+        "median_seconds": round(statistics.median(gaps), 2) if gaps else None,
+    }
+
+
+# --- runs ---------------------------------------------------------------------------------
+def list_runs(wb: Workbench) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": run.id,
+            "name": run.name,
+            "generator": run.generator,
+            "population": run.population_size,
+            "size": run.size,
+            "branches": [b.name for b in wb.store.list_branches(run.id)],
+        }
+        for run in wb.store.list_runs()
+    ]
+
+
+def generator_config(kind: str, form: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator config from the start view's fields (diffusion: model, prompt, negative)."""
+    if kind == "diffusion":
+        model = str(form.get("model") or "").strip()
+        if not model:
+            raise UIError("a diffusion run needs a model: a local diffusers folder, FILE.safetensors or 'tiny'")
+        config: dict[str, Any] = {"model": model, "prompt": str(form.get("prompt") or "")}
+        if form.get("negative"):
+            config["negative"] = str(form["negative"])
+        return config
+    return {}
+
+
+def create_run(wb: Workbench, form: Mapping[str, Any], progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Create a run and render generation 0; returns ``{"run", "name", "branch"}``."""
+    form = payload(form)
+    kind = text(form, "generator", "cppn")
+    if kind not in GENERATORS:
+        raise UIError(f"unknown generator {kind!r}: choose from {', '.join(GENERATORS)}")
+    population = whole(form, "population", 1, 1024, 16)
+    size = whole(form, "size", 16, 2048, 256)
+    seed = whole(form, "seed", 0, 2**63 - 1, 1)
+    name = form.get("name") or f"{kind}-{uuid.uuid4().hex[:6]}"
+    spec = RunSpec(
+        name=check_name("run", str(name).strip()),
+        generator=kind,
+        generator_config=generator_config(kind, form),
+        population=population,
+        size=size,
+        seed=seed,
+    )
+    session = Session.create(wb.store, spec, progress=progress)
+    return {"run": session.run.id, "name": session.run.name, "branch": "main"}
+
+
+# --- one generation -----------------------------------------------------------------------
+def snapshot_state(wb: Workbench, session: Session, snap: Any, head: Any) -> dict[str, Any]:
+    """Everything the grid needs to show ``snap`` with this tab's own marks on it."""
+    rows = wb.store.ratings(snap.id, session.session_id)
+    settings = EngineSettings.from_dict(snap.settings["engine"])
+    run = session.run
+    return {
+        "run": {"id": run.id, "name": run.name, "generator": run.generator, "size": run.size},
+        "branch": session.branch.name,
+        "branches": [b.name for b in wb.store.list_branches(run.id)],
+        "snapshot": {
+            "id": snap.id,
+            "generation": snap.generation,
+            "parent_id": snap.parent_id,
+            "population": list(snap.population),
+            "thumbs": list(snap.thumbs),
+            "images": list(snap.images),
+        },
+        "head": {"id": head.id, "generation": head.generation},
+        "is_head": snap.id == head.id,
+        "settings": {"mutation_strength": settings.mutation_strength, "locks": list(settings.locks)},
+        "lockable": wb.lockable(run),
+        "marks": {
+            "scores": {str(k): v for k, v in fold_scores(rows).items()},
+            "picks": sorted(fold_picks(rows)),
+        },
+        "stats": session_stats(wb.decisions(run.id, session.session_id)),
+        "session": session.session_id,
+    }
+
+
+def state(wb: Workbench, query: Mapping[str, Any]) -> dict[str, Any]:
+    """The shown generation (the head unless ``generation`` is given) for one tab."""
+    query = payload(query)
+    session = wb.session(text(query, "run"), text(query, "branch", "main"), session_id(query))
+    head = session.head()
+    snap = head
+    if query.get("generation") not in (None, ""):
+        generation = whole(query, "generation", 0, head.generation)
+        if generation != head.generation:
+            snap = wb.store.snapshot_at(session.branch, generation)
+    return snapshot_state(wb, session, snap, head)
+
+
+def rate(wb: Workbench, body: Any) -> dict[str, Any]:
+    """Append one tab's rating events to a snapshot, all or none; returns the tab's stats."""
+    body = payload(body)
+    tab = session_id(body)
+    snapshot = text(body, "snapshot")
+    events = body.get("events")
+    if not isinstance(events, list) or not events or len(events) > MAX_EVENTS:
+        raise UIError(f"'events' must be a list of 1 to {MAX_EVENTS} rating events")
+    parsed = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise UIError(f"event {i}: expected an object like {{'position': 0, 'kind': 'score', 'value': 4}}")
+        kind = ev.get("kind")
+        if kind not in UI_KINDS:
+            raise UIError(f"event {i}: unknown kind {kind!r}: use one of {', '.join(UI_KINDS)}")
+        value = ev.get("value") if kind == "score" else None
+        parsed.append(RatingInput(kind=kind, position=ev.get("position"), value=value))
+    rows = wb.store.add_ratings(snapshot, parsed, session=tab)
+    times = wb.record(rows[0].run_id, tab, [r.created_at.timestamp() for r in rows])
+    return {"stored": len(rows), "stats": session_stats(times)}
+
+
+def undo(wb: Workbench, body: Any) -> dict[str, Any]:
+    """Move the branch head back one generation (nothing is deleted); returns the new state."""
+    body = payload(body)
+    session = wb.session(text(body, "run"), text(body, "branch", "main"), session_id(body))
+    if session.branch.id in wb.busy:
+        raise Conflict("a generation is rendering on this branch: wait for it, then go back")
+    head = session.undo()
+    return snapshot_state(wb, session, head, head)
+
+
+def fork(wb: Workbench, body: Any) -> dict[str, Any]:
+    """A new branch from a generation of this branch; returns the new branch's state."""
+    body = payload(body)
+    tab = session_id(body)
+    session = wb.session(text(body, "run"), text(body, "branch", "main"), tab)
+    generation = whole(body, "generation", 0, session.head().generation)
+    taken = {b.name for b in wb.store.list_branches(session.run.id)}
+    if body.get("name"):
+        name = check_name("branch", text(body, "name"))
+    else:
+        stem = f"{session.branch.name[:48]}-g{generation}"
+        name = next(n for n in (stem, *(f"{stem}-{i}" for i in range(2, 10_000))) if n not in taken)
+    forked = session.fork(generation, name)
+    opened = wb.session(session.run.id, forked.branch.name, tab)
+    head = opened.head()
+    return snapshot_state(wb, opened, head, head)
+
+
+# --- history, lineage, export -------------------------------------------------------------
+def history(wb: Workbench, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The branch's generations, oldest first, each with its picks (any tab) as thumbnails."""
+    query = payload(query)
+    run = wb.store.get_run(text(query, "run"))
+    branch = wb.store.get_branch(run.id, text(query, "branch", "main"))
+    out = []
+    for snap in wb.store.history(branch):
+        rows = wb.store.ratings(snap.id)
+        picks = sorted(fold_picks(rows))
+        out.append(
+            {
+                "generation": snap.generation,
+                "snapshot": snap.id,
+                "picks": [snap.thumbs[p] for p in picks],
+                "ratings": len(rows),
+            }
+        )
+    return out
+
+
+def lineage(wb: Workbench, query: Mapping[str, Any], max_depth: int = 8) -> dict[str, Any]:
+    """Ancestors of one candidate, generation by generation, with their thumbnails."""
+    query = payload(query)
+    snap = wb.store.get_snapshot(text(query, "snapshot"))
+    position = whole(query, "position", 0, len(snap.population) - 1)
+    individual = snap.population[position]
+    depth = min(max_depth, snap.generation)
+    thumbs: dict[str, tuple[int, str]] = {}
+    walk = snap
+    for _ in range(depth):
+        if walk.parent_id is None:
+            break
+        walk = wb.store.get_snapshot(walk.parent_id)
+        for i, th in zip(walk.population, walk.thumbs, strict=True):
+            thumbs.setdefault(i, (walk.generation, th))
+    levels = wb.store.lineage(individual, max_depth=depth)
+    return {
+        "individual": individual,
+        "generation": snap.generation,
+        "thumb": snap.thumbs[position],
+        "levels": [
+            [{"id": i, "generation": thumbs.get(i, (None, None))[0], "thumb": thumbs.get(i, (None, None))[1]} for i in level]
+            for level in levels
+        ],
+    }
+
+
+def export_picks(wb: Workbench, query: Mapping[str, Any]) -> tuple[str, bytes]:
+    """A zip of this tab's picks on the branch, each a PNG carrying its genome and lineage."""
+    query = payload(query)
+    tab = session_id(query)
+    run = wb.store.get_run(text(query, "run"))
+    branch = wb.store.get_branch(run.id, text(query, "branch", "main"))
+    buffer = io.BytesIO()
+    count = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for snap in wb.store.history(branch):
+            picks = sorted(fold_picks(wb.store.ratings(snap.id, tab)))
+            if not picks:
+                continue
+            genomes = wb.store.genomes(snap)
+            for p in picks:
+                meta = export_metadata(wb.store, run, branch.name, snap, p, genomes[p])
+                data = png_with_metadata(wb.store.objects.get(snap.images[p]), meta)
+                zf.writestr(f"{run.name}-{branch.name}-g{snap.generation:04d}-{p:02d}.png", data)
+                count += 1
+    if not count:
+        raise UIError("no picks to export yet: press space on an image to pick it")
+    return f"{run.name}-{branch.name}-picks.zip", buffer.getvalue()

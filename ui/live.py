@@ -1,0 +1,136 @@
+"""Evolve with live progress: check the request up front, render on a worker, stream events.
+
+``start_evolve`` raises a one-line error before anything starts (unknown run, stale head,
+bad settings, a render already running on the branch). Otherwise it returns an iterator of
+events the browser reads as they happen::
+
+    {"type": "start", "generation": 8, "n": 16}
+    {"type": "progress", "done": 4, "total": 16}
+    {"type": "image", "position": 3, "thumb": "<sha256 of the WebP thumbnail>"}
+    {"type": "done", "state": {...}}            # the committed generation, as ``state`` gives it
+    {"type": "error", "message": "one line"}    # nothing was committed
+
+The render runs on its own thread and commits even if the browser goes away mid-stream, so a
+reload after Enter shows the new generation once it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from evolve.engine import EngineError
+from evolve.session import Session
+from ui.handlers import (
+    USER_ERRORS,
+    Conflict,
+    UIError,
+    Workbench,
+    payload,
+    session_id,
+    snapshot_state,
+    text,
+)
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+def _settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) -> Any:
+    settings = session.settings(head)
+    changes: dict[str, Any] = {}
+    strength = body.get("strength")
+    if strength is not None:
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength) or not 0 <= strength <= 1:
+            raise UIError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
+        changes["mutation_strength"] = float(strength)
+    locks = body.get("locks")
+    if locks is not None:
+        lockable = wb.lockable(session.run)
+        if not isinstance(locks, list) or not all(isinstance(x, str) for x in locks):
+            raise UIError("'locks' must be a list of gene group names")
+        unknown = sorted(set(locks) - set(lockable))
+        if unknown:
+            raise UIError(f"cannot lock {unknown[0]!r}: this generator offers {', '.join(lockable) or 'no locks'}")
+        changes["locks"] = sorted(set(locks))
+    try:
+        return settings.replace(**changes) if changes else settings
+    except EngineError as exc:
+        raise UIError(str(exc)) from None
+
+
+def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str, Any]]:
+    """Check an evolve request and start rendering; returns the event stream.
+
+    Args:
+        wb: the shared workbench.
+        body: ``{"run", "branch", "session", "parent", "strength"?, "locks"?}``; ``parent`` is
+            the snapshot the tab shows as head, so a tab never evolves from a head it has not
+            seen.
+        chunks: render batches per generation (images appear after each).
+
+    Raises:
+        UIError: a bad request; Conflict when the branch moved or is already rendering.
+    """
+    body = payload(body)
+    session = wb.session(text(body, "run"), text(body, "branch", "main"), session_id(body))
+    head = session.head()
+    if text(body, "parent") != head.id:
+        raise Conflict(f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now")
+    settings = _settings(wb, session, head, body)
+    branch_id = session.branch.id
+    with wb.lock:
+        if branch_id in wb.busy:
+            raise Conflict("a generation is already rendering on this branch")
+        wb.busy.add(branch_id)
+    events: queue.Queue[Any] = queue.Queue()
+    worker = threading.Thread(
+        target=_work, args=(wb, session, settings, branch_id, chunks, events), daemon=True, name="imagery-evolve"
+    )
+    worker.start()
+    return _drain(events, {"type": "start", "generation": head.generation + 1, "n": len(head.population)})
+
+
+def _work(wb: Workbench, session: Session, settings: Any, branch_id: str, chunks: int, events: queue.Queue[Any]) -> None:
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        if done != last[0]:
+            last[0] = done
+            events.put({"type": "progress", "done": done, "total": total})
+
+    def on_image(position: int, thumb: str) -> None:
+        events.put({"type": "image", "position": position, "thumb": thumb})
+
+    final: dict[str, Any]
+    try:
+        snap = session.evolve_live(settings, on_image=on_image, progress=progress, chunks=chunks)
+        final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
+    except USER_ERRORS as exc:
+        final = {"type": "error", "message": _one_line(exc)}
+    except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
+        log.exception("evolve failed")
+        final = {"type": "error", "message": f"internal error: {_one_line(exc)}"}
+    finally:
+        with wb.lock:
+            wb.busy.discard(branch_id)
+    events.put(final)
+    events.put(_END)
+
+
+def _drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield first
+    while True:
+        item = events.get()
+        if item is _END:
+            return
+        yield item
