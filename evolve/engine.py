@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +28,10 @@ if not hasattr(creator, "ImageryFitness"):
     creator.create("ImageryFitness", base.Fitness, weights=(1.0,))
 if not hasattr(creator, "ImageryIndividual"):
     creator.create("ImageryIndividual", list, fitness=creator.ImageryFitness)
+
+
+# The agent's first pass: (bred children, places) -> indices of the children to show.
+Screen = Callable[[Sequence["Candidate"], int], Sequence[int]]
 
 
 class EngineError(ValueError):
@@ -149,11 +153,19 @@ class Engine:
         self._asked = True
         return list(self._population)
 
-    def tell(self, fitness: Sequence[float]) -> list[Candidate]:
+    def tell(
+        self,
+        fitness: Sequence[float],
+        screen: Screen | None = None,
+        offspring_factor: int = 1,
+    ) -> list[Candidate]:
         """Turn the fitness of the asked candidates into the next population.
 
         Args:
             fitness: one number per candidate from ``ask()``, same order; higher is better.
+            screen: the agent's first pass: given ``offspring_factor`` times more children than
+                there are places, returns the indices of the ones to keep (exactly ``places``).
+            offspring_factor: how many children to breed per place when screening (k).
 
         Returns:
             The next population (also what the next ``ask()`` returns).
@@ -169,11 +181,13 @@ class Engine:
             raise EngineError(f"expected {len(self._population)} fitness values, got {values.size}")
         if not np.all(np.isfinite(values)):
             raise EngineError("fitness values must be finite numbers")
-        self._population = self._next_population(values)
+        if offspring_factor < 1:
+            raise EngineError(f"offspring factor must be at least 1, got {offspring_factor}")
+        self._population = self._next_population(values, screen, offspring_factor if screen else 1)
         self._asked = False
         return list(self._population)
 
-    def _next_population(self, values: np.ndarray) -> list[Candidate]:
+    def _next_population(self, values: np.ndarray, screen: Screen | None, factor: int) -> list[Candidate]:
         s = self.settings
         n = s.population_size
         pool = []
@@ -184,12 +198,14 @@ class Engine:
         elite_count = min(s.elite, n, len(pool))
         newcomer_count = min(s.newcomers, n - elite_count)
         child_count = n - elite_count - newcomer_count
+        bred_count = child_count * factor
         with _seeded_random(self.rng):
             # selBest is stable for ties: keeps display order among equals, so it is deterministic.
             elites = tools.selBest(pool, elite_count)
-            parents = tools.selTournament(pool, 2 * child_count, tournsize=s.tournament_size)
+            parents = tools.selTournament(pool, 2 * bred_count, tournsize=s.tournament_size)
         next_population = [self._population[e[0]] for e in elites]
-        for i in range(child_count):
+        children = []
+        for i in range(bred_count):
             first = self._population[parents[2 * i][0]]
             second = self._population[parents[2 * i + 1][0]]
             if first.id != second.id and self.rng.random() < s.crossover_rate:
@@ -198,7 +214,13 @@ class Engine:
             else:
                 genome, parent_ids = first.genome, (first.id,)
             genome = self.generator.mutate(genome, self.rng, s.mutation_strength, frozenset(s.locks))
-            next_population.append(Candidate.of(genome, parent_ids))
+            children.append(Candidate.of(genome, parent_ids))
+        if factor > 1 and screen is not None and child_count:
+            chosen = list(screen(children, child_count))
+            if len(chosen) != child_count or len(set(chosen)) != child_count:
+                raise EngineError(f"screening must choose {child_count} distinct children, got {chosen}")
+            children = [children[i] for i in chosen]
+        next_population.extend(children)
         if newcomer_count:
             next_population.extend(Candidate.of(g) for g in self.generator.random(self.rng, newcomer_count))
         return next_population

@@ -32,8 +32,7 @@ FIRST_HIDDEN_ID = 16
 ACTIVATIONS = ("sin", "cos", "gaussian", "sigmoid", "tanh", "abs", "identity")
 # Outputs start from functions whose range maps well onto a colour channel.
 OUTPUT_START_ACTIVATIONS = ("sigmoid", "gaussian", "sin", "tanh")
-WEIGHT_LIMIT = 8.0  # |weight| and |bias| bound; the renderer's exact sums rely on it
-WEIGHT_STEP = 2.0**-12  # operators keep weights on this grid, the resolution the renderer uses
+WEIGHT_LIMIT = 8.0  # bound on |weight| and |bias|
 INIT_SIGMA = 2.5  # input -> hidden: a few bands across the picture
 OUTPUT_SIGMA = 1.2  # hidden -> output: smaller, so outputs rarely saturate to one flat colour
 # Picbreeder's mix of mutation operators: perturb weights, add node, add link, new activation.
@@ -112,8 +111,7 @@ def _fresh_id(rng: np.random.Generator, used: set[int]) -> int:
 
 
 def _gene(value: float) -> float:
-    """Clip to the weight range and snap to the renderer's grid (what is stored is what renders)."""
-    return float(np.round(np.clip(value, -WEIGHT_LIMIT, WEIGHT_LIMIT) / WEIGHT_STEP) * WEIGHT_STEP)
+    return float(np.clip(value, -WEIGHT_LIMIT, WEIGHT_LIMIT))
 
 
 def _weight(rng: np.random.Generator, sigma: float = INIT_SIGMA) -> float:
@@ -217,7 +215,7 @@ def _perturb(
     for kind, i in chosen:
         target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
         old = target[key]
-        while target[key] == old:  # a step lost to clipping or rounding is drawn again
+        while target[key] == old:  # a step lost to clipping is drawn again
             target[key] = _gene(old + rng.normal(0.0, sigma))
 
 

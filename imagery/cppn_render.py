@@ -1,20 +1,20 @@
 """Batched torch renderer for CPPN genomes: a whole population in one computation.
 
-Nodes are evaluated layer by layer (a node's layer is its depth: one more than its deepest
-hidden source), every genome of the batch at once. Genome ``b`` puts its depth-``L`` nodes
-at the start of layer ``L``'s block of slots, so a layer is one batched matrix product of
-each genome's weights with all earlier slots, over a chunk of pixels; shorter genomes are
-padded with empty slots. Activations differ per node, so rows sharing a function are
-gathered, activated and scattered back. Pixels go through in a few large chunks to bound
-memory.
+Every node of every genome in the batch is one row of a ``[rows, pixels]`` tensor (the four
+inputs are shared rows). Rows are grouped into layers by depth (one more than the deepest
+hidden node feeding them; the outputs come last), so a layer is computed in a handful of
+tensor ops for all genomes at once: gather each row's source rows, weight them, add them
+up, clamp, and apply the activation. Rows in a layer are sorted by activation, so each
+function runs once per layer on a contiguous block. No padding rows exist; a row with fewer
+links than the widest in its layer gets zero-weight terms at the end of its sum. Pixels go
+through in chunks sized to stay in cache.
 
-Bit-identical pictures, alone or in any batch, on CPU: the weighted sums are EXACT. Weights
-and biases are used on a 2**-12 grid and node values on a 2**-20 grid, so every product is
-an integer multiple of 2**-32 below 2**40 of them, and float64 adds such integers without
-rounding in any order: the matrix product's blocking, which depends on the batch shape,
-cannot change a bit. Each sum is then rounded once to float32 for the activation. (For the
-same reason ``sigmoid`` is built from ``tanh``: torch's fused sigmoid rounds differently in
-its scalar and SIMD code paths, so a pixel's value would depend on where it sits.)
+Bit-identical pictures, alone or in any batch, on CPU: a row's sum is folded in the
+genome's own link order with separate multiplies and adds, each rounded exactly by IEEE
+rules whatever the SIMD lane or thread, and padding only appends exact zeros. Nothing is a
+matrix product, whose blocking (and so rounding) depends on the batch shape. ``sigmoid`` is
+built from ``tanh`` because torch's fused sigmoid rounds differently in its scalar and SIMD
+code paths, which would make a pixel's value depend on where it sits in the tensor.
 """
 
 from __future__ import annotations
@@ -26,146 +26,151 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imagery.cppn_genome import ACTIVATIONS, INPUT_IDS, OUTPUT_IDS, WEIGHT_STEP
+from imagery.cppn_genome import ACTIVATIONS, INPUT_IDS, OUTPUT_IDS
 from imagery.protocol import Genome, ProgressCallback
 
-PRE_LIMIT = 32.0  # clamp on a node's summed input: bounds every node value by 32
-VALUE_STEP = 2.0**-20  # node values are rounded to this grid before they feed other nodes
-_SUM_STEP = WEIGHT_STEP * VALUE_STEP
+PRE_LIMIT = 32.0  # clamp on a node's summed input: keeps every value finite and bounded
 _ALIGN = 64  # chunk lengths are multiples of this
-_CHUNK_ELEMENTS = {"cpu": 1 << 16, "cuda": 1 << 22}  # genomes x pixels per chunk
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}  # rows x pixels held per chunk
 
 
-def activate(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Apply one named activation elementwise (the functions a genome's nodes name)."""
+def activate_(name: str, x: torch.Tensor) -> None:
+    """Apply one named activation to ``x`` in place (the functions a genome's nodes name)."""
     if name == "sin":
-        return torch.sin(x)
-    if name == "cos":
-        return torch.cos(x)
-    if name == "gaussian":
-        return torch.exp(-(x * x))
-    if name == "sigmoid":
-        return torch.tanh(x * 0.5) * 0.5 + 0.5
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "abs":
-        return torch.abs(x)
-    if name == "identity":
-        return x.clone()
-    raise ValueError(f"unknown activation {name!r}")
+        x.sin_()
+    elif name == "cos":
+        x.cos_()
+    elif name == "gaussian":
+        x.mul_(x).neg_().exp_()
+    elif name == "sigmoid":
+        x.mul_(0.5).tanh_().mul_(0.5).add_(0.5)
+    elif name == "tanh":
+        x.tanh_()
+    elif name == "abs":
+        x.abs_()
+    elif name != "identity":
+        raise ValueError(f"unknown activation {name!r}")
 
 
 @dataclass(frozen=True)
 class _Layer:
-    start: int  # first slot of the layer's block; the block's sources are slots [0, start)
-    width: int
-    groups: list[tuple[str, torch.Tensor | None]]  # (activation, rows of [B * width] or None=all)
+    start: int  # first row of the layer; rows [start, start + size)
+    size: int
+    sources: torch.Tensor  # [fan_in * size] rows to gather, term-major
+    weights: torch.Tensor  # [fan_in, size, 1]
+    bias: torch.Tensor  # [size, 1]
+    groups: list[tuple[str, int, int]]  # (activation, first row, end row) within the layer
 
 
 @dataclass(frozen=True)
 class _Packed:
-    weights: torch.Tensor  # [B, S, S] float64, integer multiples of WEIGHT_STEP, in steps
-    layers: list[_Layer]  # hidden layers, then the output layer (the last 3 slots)
+    rows: int
+    layers: list[_Layer]
+    outputs: torch.Tensor  # [3 * B] rows of each genome's outputs, output-major
 
 
 def _depths(genome: Genome) -> dict[int, int]:
     """Layer of each hidden node: 1 + the deepest hidden node feeding it (inputs are 0)."""
     depth = dict.fromkeys(INPUT_IDS, 0)
-    sources: dict[int, list[int]] = {}
-    for link in genome["links"]:
-        if link["enabled"]:
-            sources.setdefault(link["dst"], []).append(link["src"])
     for node in genome["nodes"][: -len(OUTPUT_IDS)]:
-        depth[node["id"]] = 1 + max((depth[s] for s in sources.get(node["id"], ())), default=0)
+        feeding = [
+            depth[link["src"]]
+            for link in genome["links"]
+            if link["enabled"] and link["dst"] == node["id"]
+        ]
+        depth[node["id"]] = 1 + max(feeding, default=0)
     return depth
 
 
 def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
     depths = [_depths(g) for g in genomes]
-    levels = max((max(d.values()) for d in depths), default=0)
-    widths = [0] * (levels + 1)
-    for d in depths:
-        counts = np.bincount(list(d.values()), minlength=levels + 1)
-        widths = [max(w, int(c)) for w, c in zip(widths, counts, strict=True)]
-    widths[0] = len(INPUT_IDS)
-    widths.append(len(OUTPUT_IDS))  # the outputs form the last layer in every genome
-    starts = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-    batch, total = len(genomes), int(starts[-1])
-    weights = np.zeros((batch, total, total), np.float64)
-    acts: list[dict[str, list[int]]] = [{} for _ in widths]
+    levels = 1 + max(max(d.values()) for d in depths)  # hidden layers, then the outputs
+    members: list[list[tuple[int, int, int, dict]]] = [[] for _ in range(levels)]
     for b, (genome, depth) in enumerate(zip(genomes, depths, strict=True)):
-        slot = {nid: i for i, nid in enumerate(INPUT_IDS)}
-        filled = [0] * len(widths)
-        for node in genome["nodes"]:
-            level = depth.get(node["id"], len(widths) - 1)
-            slot[node["id"]] = int(starts[level]) + filled[level]
-            acts[level].setdefault(node["act"], []).append(b * widths[level] + filled[level])
-            filled[level] += 1
-            weights[b, slot[node["id"]], INPUT_IDS[3]] += round(node["bias"] / WEIGHT_STEP)
-        for link in genome["links"]:
-            if link["enabled"]:
-                weights[b, slot[link["dst"]], slot[link["src"]]] += round(
-                    link["weight"] / WEIGHT_STEP
-                )
-    layers = []
-    for level in range(1, len(widths)):
-        rows = batch * widths[level]
-        groups = [
-            (act, None if len(idx) == rows else torch.tensor(idx, device=device))
-            for act, idx in sorted(acts[level].items(), key=lambda kv: ACTIVATIONS.index(kv[0]))
-        ]
-        layers.append(_Layer(int(starts[level]), widths[level], groups))
-    return _Packed(torch.from_numpy(weights).to(device), layers)
+        for order, node in enumerate(genome["nodes"]):
+            level = depth.get(node["id"], levels) - 1
+            members[level].append((ACTIVATIONS.index(node["act"]), b, order, node))
+    row = {(b, nid): nid for b in range(len(genomes)) for nid in INPUT_IDS}
+    layers, start = [], len(INPUT_IDS)
+    for level in members:
+        level.sort(key=lambda m: m[:3])  # by activation, so each function gets one block
+        incoming = []
+        for i, (_, b, _, node) in enumerate(level):
+            row[b, node["id"]] = start + i
+            links = genomes[b]["links"]
+            incoming.append(
+                [
+                    (lk["src"], lk["weight"])
+                    for lk in links
+                    if lk["enabled"] and lk["dst"] == node["id"]
+                ]
+            )
+        fan_in = max(len(links) for links in incoming)
+        sources = np.zeros((fan_in, len(level)), np.int64)
+        weights = np.zeros((fan_in, len(level), 1), np.float32)
+        for i, ((_, b, _, _), links) in enumerate(zip(level, incoming, strict=True)):
+            for k, (src, weight) in enumerate(links):
+                sources[k, i], weights[k, i, 0] = row[b, src], weight
+        groups = []
+        for i, (act, *_) in enumerate(level):
+            if groups and groups[-1][0] == ACTIVATIONS[act]:
+                groups[-1] = (groups[-1][0], groups[-1][1], i + 1)
+            else:
+                groups.append((ACTIVATIONS[act], i, i + 1))
+        bias = np.array([[node["bias"]] for *_, node in level], np.float32)
+        layers.append(
+            _Layer(
+                start=start,
+                size=len(level),
+                sources=torch.from_numpy(sources.reshape(-1)).to(device),
+                weights=torch.from_numpy(weights).to(device),
+                bias=torch.from_numpy(bias).to(device),
+                groups=groups,
+            )
+        )
+        start += len(level)
+    outputs = [row[b, out] for out in OUTPUT_IDS for b in range(len(genomes))]
+    return _Packed(start, layers, torch.tensor(outputs, device=device))
 
 
 def _coordinates(start: int, length: int, size: int, device: torch.device) -> torch.Tensor:
     """x, y, d, bias for pixels ``start..start+length`` (row-major), x and y in [-1, 1]."""
     index = torch.arange(start, start + length, device=device).clamp_(max=size * size - 1)
     # Pixel centres, so any resolution samples the same continuous picture.
-    x = (torch.remainder(index, size).double() * 2.0 + 1.0) / size - 1.0
-    y = (torch.div(index, size, rounding_mode="floor").double() * 2.0 + 1.0) / size - 1.0
+    x = (torch.remainder(index, size).float() * 2.0 + 1.0) / size - 1.0
+    y = (torch.div(index, size, rounding_mode="floor").float() * 2.0 + 1.0) / size - 1.0
     d = torch.sqrt(x * x + y * y)
     return torch.stack([x, y, d, torch.ones_like(x)])
 
 
 def _evaluate(packed: _Packed, coords: torch.Tensor) -> torch.Tensor:
-    """Run every genome on every pixel of a chunk; returns the raw outputs, [3, B, P] float32."""
-    batch, slots = packed.weights.shape[:2]
+    """Run every genome on every pixel of a chunk; returns the raw outputs, [3, B, P]."""
     length = coords.shape[1]
-    values = torch.zeros(batch, slots, length, dtype=torch.float64, device=coords.device)
-    values[:, : len(INPUT_IDS)] = torch.round(coords / VALUE_STEP)
+    values = torch.empty(packed.rows, length, device=coords.device)
+    values[: len(INPUT_IDS)] = coords
     for layer in packed.layers:
-        end = layer.start + layer.width
-        exact = torch.bmm(
-            packed.weights[:, layer.start : end, : layer.start], values[:, : layer.start]
-        )
-        # Rounding to float32 commutes with the power-of-two scale, so scale after narrowing.
-        summed = exact.float().mul_(_SUM_STEP).clamp_(-PRE_LIMIT, PRE_LIMIT).view(-1, length)
-        out = torch.zeros_like(summed)
-        for act, rows in layer.groups:
-            if rows is None:
-                out = activate(act, summed)
-            else:
-                out.index_copy_(0, rows, activate(act, summed.index_select(0, rows)))
-        if end < slots:
-            # Exact in float32 too: |out| <= 32, so out / VALUE_STEP needs at most 25 bits.
-            values[:, layer.start : end] = torch.round(out.view(batch, -1, length) / VALUE_STEP)
-    return out.view(batch, len(OUTPUT_IDS), length).transpose(0, 1)
+        block = values[layer.start : layer.start + layer.size]
+        fan_in = layer.weights.shape[0]
+        if fan_in == 0:
+            block.copy_(layer.bias.expand(-1, length))
+        else:
+            terms = values.index_select(0, layer.sources).view(fan_in, layer.size, length)
+            terms.mul_(layer.weights)
+            torch.add(terms[0], layer.bias, out=block)
+            for k in range(1, fan_in):
+                block.add_(terms[k])
+        block.clamp_(-PRE_LIMIT, PRE_LIMIT)
+        for act, first, end in layer.groups:
+            activate_(act, block[first:end])
+    return values.index_select(0, packed.outputs).view(len(OUTPUT_IDS), -1, length)
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    h6 = torch.remainder(h, 1.0) * 6.0
-    sector = torch.floor(h6)
-    f = h6 - sector
-    p = v * (1.0 - s)
-    q = v * (1.0 - s * f)
-    t = v * (1.0 - s * (1.0 - f))
-    # remainder can round up to exactly 1.0 for tiny negatives: sector 6 is sector 0.
-    sector = torch.remainder(sector, 6.0).long()[None]
-    r = torch.stack([v, q, p, p, t, v]).gather(0, sector)[0]
-    g = torch.stack([t, v, v, q, p, p]).gather(0, sector)[0]
-    b = torch.stack([p, p, t, v, v, q]).gather(0, sector)[0]
-    return torch.stack([r, g, b])
+    """Branch-free HSV -> RGB: channel n is v - v*s*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=h.device).view(3, *([1] * h.dim()))
+    k = torch.remainder(h * 6.0 + offsets, 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return v - (v * s) * ramp
 
 
 def to_color(raw: torch.Tensor, mode: str) -> torch.Tensor:
@@ -173,9 +178,9 @@ def to_color(raw: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "rgb":
         return (raw.clamp(-1.0, 1.0) + 1.0) * 0.5
     # Hue wraps around; saturation and value fold negative outputs back (Picbreeder-like).
-    hue = raw[0] * 0.5
-    sat = torch.abs(raw[1]).clamp(max=1.0)
-    val = torch.abs(raw[2]).clamp(max=1.0)
+    hue = torch.remainder(raw[0] * 0.5, 1.0)
+    sat = torch.abs(raw[1]).clamp_(max=1.0)
+    val = torch.abs(raw[2]).clamp_(max=1.0)
     return _hsv_to_rgb(hue, sat, val)
 
 
@@ -194,7 +199,7 @@ def render(
     pixels = size * size
     padded = -(-pixels // _ALIGN) * _ALIGN
     budget = _CHUNK_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
-    chunk = min(padded, max(_ALIGN, budget // batch // _ALIGN * _ALIGN))
+    chunk = min(padded, max(_ALIGN, budget // packed.rows // _ALIGN * _ALIGN))
     result = torch.empty(batch, 3, padded, dtype=torch.uint8)
     steps = -(-padded // chunk)
     with torch.no_grad():

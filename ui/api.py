@@ -12,7 +12,7 @@ import secrets
 from base64 import b64decode
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,7 @@ from ui.live import start_evolve
 
 STATIC_DIR = Path(__file__).parent / "static"
 IMMUTABLE = "public, max-age=31536000, immutable"
+_JSONBody = Annotated[Any, Body()]  # any JSON value: the handlers check its shape
 
 
 def _one_line(exc: BaseException) -> str:
@@ -66,7 +67,7 @@ def router(wb: Workbench) -> APIRouter:
         return call(handlers.list_runs)
 
     @api.post("/runs")
-    def create(body: Any = Body(None)) -> Any:
+    def create(body: _JSONBody = None) -> Any:
         return call(handlers.create_run, body)
 
     @api.get("/state")
@@ -74,15 +75,15 @@ def router(wb: Workbench) -> APIRouter:
         return call(handlers.state, dict(request.query_params))
 
     @api.post("/ratings")
-    def ratings(body: Any = Body(None)) -> Any:
+    def ratings(body: _JSONBody = None) -> Any:
         return call(handlers.rate, body)
 
     @api.post("/undo")
-    def undo(body: Any = Body(None)) -> Any:
+    def undo(body: _JSONBody = None) -> Any:
         return call(handlers.undo, body)
 
     @api.post("/fork")
-    def fork(body: Any = Body(None)) -> Any:
+    def fork(body: _JSONBody = None) -> Any:
         return call(handlers.fork, body)
 
     @api.get("/history")
@@ -103,12 +104,16 @@ def router(wb: Workbench) -> APIRouter:
         return Response(data, media_type="application/zip", headers=headers)
 
     @api.post("/evolve")
-    def evolve(body: Any = Body(None)) -> Any:
+    def evolve(body: _JSONBody = None) -> Any:
         try:
             events = start_evolve(wb, body)
         except USER_ERRORS as exc:
             return error_response(exc)
-        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
+        return StreamingResponse(
+            _ndjson(events),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @api.get("/object/{sha}")
     def obj(sha: str, download: str | None = None) -> Any:
@@ -141,7 +146,11 @@ def install(app: FastAPI, wb: Workbench) -> None:
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         kind = errors[0].get("type", "") if errors else ""
-        message = "malformed request: the body is not valid JSON" if kind == "json_invalid" else "malformed request"
+        message = (
+            "malformed request: the body is not valid JSON"
+            if kind == "json_invalid"
+            else "malformed request"
+        )
         return JSONResponse({"error": message}, status_code=400)
 
     @app.get("/ui-static/{name}")
@@ -149,7 +158,9 @@ def install(app: FastAPI, wb: Workbench) -> None:
         path = STATIC_DIR / name
         if "/" in name or name.startswith(".") or not path.is_file():
             return JSONResponse({"error": f"no static file {name!r}"}, status_code=404)
-        media = {"js": "text/javascript", "css": "text/css"}.get(path.suffix.lstrip("."), "application/octet-stream")
+        media = {"js": "text/javascript", "css": "text/css"}.get(
+            path.suffix.lstrip("."), "application/octet-stream"
+        )
         return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
 
@@ -173,7 +184,10 @@ class BasicAuth:
         except (ValueError, UnicodeDecodeError):
             return False
         # Compare every pair in full so timing does not tell which part was wrong.
-        matches = [secrets.compare_digest(user, u) & secrets.compare_digest(password, p) for u, p in self.credentials]
+        matches = [
+            secrets.compare_digest(user, u) & secrets.compare_digest(password, p)
+            for u, p in self.credentials
+        ]
         return any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -32,7 +32,10 @@ from ui.handlers import USER_ERRORS, UIError, Workbench  # noqa: E402
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
-_HEAD = '<link rel="stylesheet" href="/ui-static/imagery.css"><script src="/ui-static/imagery.js"></script>'
+_HEAD = (
+    '<link rel="stylesheet" href="/ui-static/imagery.css">'
+    '<script src="/ui-static/outbox.js"></script><script src="/ui-static/imagery.js"></script>'
+)
 _MOUNT_JS = "window.Imagery.mount(element);"
 # The start view hands a run to the grid through this component: its value changes, the
 # watcher reads the data attributes and the grid opens that run and branch.
@@ -46,7 +49,9 @@ _PAGE_JS = "() => { document.body.classList.add('dark'); }"
 
 
 # --- auth and address ---------------------------------------------------------------------
-def parse_auth(auth: str | None = None, auth_file: str | Path | None = None) -> list[tuple[str, str]]:
+def parse_auth(
+    auth: str | None = None, auth_file: str | Path | None = None
+) -> list[tuple[str, str]]:
     """``USER:PASS`` and/or a file of such lines (blank lines and ``#`` comments skipped)."""
     lines: list[tuple[str, str]] = []
     if auth is not None:
@@ -55,15 +60,23 @@ def parse_auth(auth: str | None = None, auth_file: str | Path | None = None) -> 
         try:
             content = Path(auth_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise UIError(f"cannot read auth file {str(auth_file)!r}: {exc.strerror or exc}") from None
-        lines += [(str(auth_file), ln.strip()) for ln in content.splitlines() if ln.strip() and not ln.startswith("#")]
+            raise UIError(
+                f"cannot read auth file {str(auth_file)!r}: {exc.strerror or exc}"
+            ) from None
+        lines += [
+            (str(auth_file), ln.strip())
+            for ln in content.splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
         if not any(src == str(auth_file) for src, _ in lines):
             raise UIError(f"auth file {str(auth_file)!r} holds no USER:PASS line")
     credentials = []
     for source, line in lines:
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise UIError(f"bad credentials in {source}: expected USER:PASS with both parts non-empty")
+            raise UIError(
+                f"bad credentials in {source}: expected USER:PASS with both parts non-empty"
+            )
         credentials.append((user, password))
     return credentials
 
@@ -80,7 +93,9 @@ def is_loopback(host: str) -> bool:
 def check_address(host: str, port: int, credentials: Sequence[tuple[str, str]]) -> None:
     """Refuse a non-loopback address without credentials, and a port already taken."""
     if not is_loopback(host) and not credentials:
-        raise UIError(f"refusing to listen on {host} without --auth USER:PASS or --auth-file FILE: anyone who can reach it could change your runs")
+        raise UIError(
+            f"refusing to listen on {host} without --auth USER:PASS or --auth-file FILE: anyone who can reach it could change your runs"
+        )
     if not 1 <= port <= 65535:
         raise UIError(f"port must be from 1 to 65535, got {port}")
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -89,17 +104,24 @@ def check_address(host: str, port: int, credentials: Sequence[tuple[str, str]]) 
         try:
             probe.bind((host.strip("[]"), port))
         except OSError as exc:
-            raise UIError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
+            raise UIError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)"
+            ) from None
 
 
 # --- the Gradio start view ----------------------------------------------------------------
 def _handoff(run: str, branch: str) -> str:
     # The nonce makes the value change even when the same run is opened twice.
-    return f'<div hidden data-run="{run}" data-branch="{branch}" data-nonce="{time.time_ns()}"></div>'
+    return (
+        f'<div hidden data-run="{run}" data-branch="{branch}" data-nonce="{time.time_ns()}"></div>'
+    )
 
 
 def _run_choices(wb: Workbench) -> list[tuple[str, str]]:
-    return [(f"{r['name']} ({r['generator']}, {r['population']} @ {r['size']} px)", r["id"]) for r in handlers.list_runs(wb)]
+    return [
+        (f"{r['name']} ({r['generator']}, {r['population']} @ {r['size']} px)", r["id"])
+        for r in handlers.list_runs(wb)
+    ]
 
 
 def blocks(wb: Workbench) -> gr.Blocks:
@@ -109,14 +131,36 @@ def blocks(wb: Workbench) -> gr.Blocks:
             with gr.Column(scale=1, min_width=260, elem_id="imagery-start"):
                 gr.Markdown("## imagery\nEvolve images with the keyboard. Press **?** for keys.")
                 with gr.Tab("New run"):
-                    generator = gr.Dropdown(list(GENERATORS), value="cppn", label="Generator", elem_id="new-generator")
+                    generator = gr.Dropdown(
+                        list(GENERATORS), value="cppn", label="Generator", elem_id="new-generator"
+                    )
                     with gr.Row():
-                        population = gr.Number(16, precision=0, label="Population", minimum=1, maximum=1024, elem_id="new-population")
-                        size = gr.Number(256, precision=0, label="Size (px)", minimum=16, maximum=2048, elem_id="new-size")
-                        seed = gr.Number(1, precision=0, label="Seed", minimum=0, elem_id="new-seed")
+                        population = gr.Number(
+                            16,
+                            precision=0,
+                            label="Population",
+                            minimum=1,
+                            maximum=1024,
+                            elem_id="new-population",
+                        )
+                        size = gr.Number(
+                            256,
+                            precision=0,
+                            label="Size (px)",
+                            minimum=16,
+                            maximum=2048,
+                            elem_id="new-size",
+                        )
+                        seed = gr.Number(
+                            1, precision=0, label="Seed", minimum=0, elem_id="new-seed"
+                        )
                     name = gr.Textbox(label="Name (optional)", elem_id="new-name")
                     with gr.Group(visible=False) as diffusion:
-                        model = gr.Textbox(label="Model", placeholder="diffusers folder, FILE.safetensors, or tiny", elem_id="new-model")
+                        model = gr.Textbox(
+                            label="Model",
+                            placeholder="diffusers folder, FILE.safetensors, or tiny",
+                            elem_id="new-model",
+                        )
                         prompt = gr.Textbox(label="Prompt", elem_id="new-prompt")
                         negative = gr.Textbox(label="Negative prompt", elem_id="new-negative")
                     create = gr.Button("Create run", variant="primary", elem_id="new-create")
@@ -127,19 +171,53 @@ def blocks(wb: Workbench) -> gr.Blocks:
                 message = gr.Markdown("", elem_id="imagery-message")
                 handoff = gr.HTML("", elem_id="imagery-handoff", js_on_load=_HANDOFF_JS)
             with gr.Column(scale=4, elem_id="imagery-work"):
-                gr.HTML('<div id="imagery-root"></div>', head=_HEAD, js_on_load=_MOUNT_JS, elem_id="imagery-grid")
+                gr.HTML(
+                    '<div id="imagery-root"></div>',
+                    head=_HEAD,
+                    js_on_load=_MOUNT_JS,
+                    elem_id="imagery-grid",
+                )
 
         def on_generator(kind: str) -> Any:
             return gr.Group(visible=kind == "diffusion")
 
-        def on_create(kind: str, pop: Any, px: Any, sd: Any, nm: str, mdl: str, prm: str, neg: str, progress: Any = gr.Progress()) -> Any:
-            form = {"generator": kind, "population": pop, "size": px, "seed": sd, "name": nm, "model": mdl, "prompt": prm, "negative": neg}
+        def on_create(
+            kind: str,
+            pop: Any,
+            px: Any,
+            sd: Any,
+            nm: str,
+            mdl: str,
+            prm: str,
+            neg: str,
+            progress: Any = gr.Progress(),  # noqa: B008 (gradio's idiom)
+        ) -> Any:
+            form = {
+                "generator": kind,
+                "population": pop,
+                "size": px,
+                "seed": sd,
+                "name": nm,
+                "model": mdl,
+                "prompt": prm,
+                "negative": neg,
+            }
             try:
-                made = handlers.create_run(wb, form, progress=lambda d, t: progress((d, t), desc="rendering generation 0"))
+                made = handlers.create_run(
+                    wb, form, progress=lambda d, t: progress((d, t), desc="rendering generation 0")
+                )
             except USER_ERRORS as exc:
-                return gr.skip(), f"**Could not create the run:** {str(exc).splitlines()[0]}", gr.skip()
+                return (
+                    gr.skip(),
+                    f"**Could not create the run:** {str(exc).splitlines()[0]}",
+                    gr.skip(),
+                )
             choices = _run_choices(wb)
-            return _handoff(made["run"], "main"), f"Created **{made['name']}**.", gr.Dropdown(choices=choices, value=made["run"])
+            return (
+                _handoff(made["run"], "main"),
+                f"Created **{made['name']}**.",
+                gr.Dropdown(choices=choices, value=made["run"]),
+            )
 
         def on_refresh() -> Any:
             return gr.Dropdown(choices=_run_choices(wb))
@@ -159,7 +237,11 @@ def blocks(wb: Workbench) -> gr.Blocks:
             return _handoff(run_id, branch_name), ""
 
         generator.change(on_generator, generator, diffusion)
-        create.click(on_create, [generator, population, size, seed, name, model, prompt, negative], [handoff, message, run])
+        create.click(
+            on_create,
+            [generator, population, size, seed, name, model, prompt, negative],
+            [handoff, message, run],
+        )
         demo.load(on_refresh, None, run)
         run.focus(on_refresh, None, run)
         run.change(on_run, run, branch)
@@ -167,7 +249,12 @@ def blocks(wb: Workbench) -> gr.Blocks:
     return demo
 
 
-def build_app(store: Store, credentials: Sequence[tuple[str, str]] = (), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Any:
+def build_app(
+    store: Store,
+    credentials: Sequence[tuple[str, str]] = (),
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+) -> Any:
     """The whole ASGI app: ``/api`` routes, static files and the Gradio page at ``/``."""
     wb = Workbench(store)
     app = FastAPI(title="imagery", docs_url=None, redoc_url=None, openapi_url=None)
@@ -179,13 +266,28 @@ def build_app(store: Store, credentials: Sequence[tuple[str, str]] = (), host: s
         font_mono=["ui-monospace", "monospace"],
     )
     gr.mount_gradio_app(
-        app, blocks(wb), path="/", server_name=host, server_port=port, footer_links=[], theme=theme, js=_PAGE_JS, ssr_mode=False
+        app,
+        blocks(wb),
+        path="/",
+        server_name=host,
+        server_port=port,
+        footer_links=[],
+        theme=theme,
+        js=_PAGE_JS,
+        ssr_mode=False,
     )
     app.state.workbench = wb
     return api.BasicAuth(app, list(credentials)) if credentials else app
 
 
-def serve(store_root: str | Path, db_url: str | None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, auth: str | None = None, auth_file: str | None = None) -> None:
+def serve(
+    store_root: str | Path,
+    db_url: str | None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    auth: str | None = None,
+    auth_file: str | None = None,
+) -> None:
     """Check the address and credentials, print the URL and serve until Ctrl+C."""
     import uvicorn
 

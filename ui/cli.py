@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--size", type=_positive_int)
 
+    p = sub.add_parser("ui", help="the browser rating UI (default http://127.0.0.1:7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback needs --auth or --auth-file")
+    p.add_argument("--port", type=_positive_int, default=7860)
+    p.add_argument("--auth", metavar="USER:PASS", help="require HTTP basic authentication")
+    p.add_argument("--auth-file", metavar="FILE", help="file of USER:PASS lines for HTTP basic authentication")
+
     p = sub.add_parser("gc", help="remove objects no branch can reach")
     p.add_argument("--grace", type=float, default=0.0, help="keep unreachable objects younger than this many seconds")
 

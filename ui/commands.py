@@ -235,6 +235,13 @@ def cmd_gc(args: argparse.Namespace) -> str:
         return f"removed {report.objects_removed} object(s), freed {report.bytes_freed} bytes, kept {report.objects_kept}"
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    # Imported here: gradio takes seconds to import, and no other command needs it.
+    from ui.app import serve
+
+    serve(Path(args.store), args.db, host=args.host, port=args.port, auth=args.auth, auth_file=args.auth_file)
+
+
 _HANDLERS = {
     "new": cmd_new,
     "run": cmd_run,
@@ -246,4 +253,5 @@ _HANDLERS = {
     "export": cmd_export,
     "rerender": cmd_rerender,
     "gc": cmd_gc,
+    "ui": cmd_ui,
 }

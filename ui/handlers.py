@@ -81,7 +81,9 @@ def whole(data: Mapping[str, Any], key: str, low: int, high: int, default: Any =
 def session_id(data: Mapping[str, Any]) -> str:
     value = data.get("session")
     if not isinstance(value, str) or not _SESSION_ID.match(value):
-        raise UIError(f"bad session id {str(value)[:80]!r}: expected 4-64 letters, digits, '-' or '_'")
+        raise UIError(
+            f"bad session id {str(value)[:80]!r}: expected 4-64 letters, digits, '-' or '_'"
+        )
     return value
 
 
@@ -167,7 +169,9 @@ class _SerialSpark(InProcessSpark):
         super().__init__(target, config)
         self._render_lock = threading.Lock()
 
-    def render(self, genomes: Sequence[dict[str, Any]], size: int, progress: Any = None) -> list[Any]:
+    def render(
+        self, genomes: Sequence[dict[str, Any]], size: int, progress: Any = None
+    ) -> list[Any]:
         with self._render_lock:
             return super().render(genomes, size, progress=progress)
 
@@ -208,7 +212,9 @@ def generator_config(kind: str, form: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "diffusion":
         model = str(form.get("model") or "").strip()
         if not model:
-            raise UIError("a diffusion run needs a model: a local diffusers folder, FILE.safetensors or 'tiny'")
+            raise UIError(
+                "a diffusion run needs a model: a local diffusers folder, FILE.safetensors or 'tiny'"
+            )
         config: dict[str, Any] = {"model": model, "prompt": str(form.get("prompt") or "")}
         if form.get("negative"):
             config["negative"] = str(form["negative"])
@@ -216,7 +222,9 @@ def generator_config(kind: str, form: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def create_run(wb: Workbench, form: Mapping[str, Any], progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def create_run(
+    wb: Workbench, form: Mapping[str, Any], progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
     """Create a run and render generation 0; returns ``{"run", "name", "branch"}``."""
     form = payload(form)
     kind = text(form, "generator", "cppn")
@@ -258,7 +266,10 @@ def snapshot_state(wb: Workbench, session: Session, snap: Any, head: Any) -> dic
         },
         "head": {"id": head.id, "generation": head.generation},
         "is_head": snap.id == head.id,
-        "settings": {"mutation_strength": settings.mutation_strength, "locks": list(settings.locks)},
+        "settings": {
+            "mutation_strength": settings.mutation_strength,
+            "locks": list(settings.locks),
+        },
         "lockable": wb.lockable(run),
         "marks": {
             "scores": {str(k): v for k, v in fold_scores(rows).items()},
@@ -293,7 +304,9 @@ def rate(wb: Workbench, body: Any) -> dict[str, Any]:
     parsed = []
     for i, ev in enumerate(events):
         if not isinstance(ev, dict):
-            raise UIError(f"event {i}: expected an object like {{'position': 0, 'kind': 'score', 'value': 4}}")
+            raise UIError(
+                f"event {i}: expected an object like {{'position': 0, 'kind': 'score', 'value': 4}}"
+            )
         kind = ev.get("kind")
         if kind not in UI_KINDS:
             raise UIError(f"event {i}: unknown kind {kind!r}: use one of {', '.join(UI_KINDS)}")
@@ -374,7 +387,14 @@ def lineage(wb: Workbench, query: Mapping[str, Any], max_depth: int = 8) -> dict
         "generation": snap.generation,
         "thumb": snap.thumbs[position],
         "levels": [
-            [{"id": i, "generation": thumbs.get(i, (None, None))[0], "thumb": thumbs.get(i, (None, None))[1]} for i in level]
+            [
+                {
+                    "id": i,
+                    "generation": thumbs.get(i, (None, None))[0],
+                    "thumb": thumbs.get(i, (None, None))[1],
+                }
+                for i in level
+            ]
             for level in levels
         ],
     }

@@ -50,7 +50,12 @@ def _settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) 
     changes: dict[str, Any] = {}
     strength = body.get("strength")
     if strength is not None:
-        if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength) or not 0 <= strength <= 1:
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, int | float)
+            or not math.isfinite(strength)
+            or not 0 <= strength <= 1
+        ):
             raise UIError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
         changes["mutation_strength"] = float(strength)
     locks = body.get("locks")
@@ -60,7 +65,9 @@ def _settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) 
             raise UIError("'locks' must be a list of gene group names")
         unknown = sorted(set(locks) - set(lockable))
         if unknown:
-            raise UIError(f"cannot lock {unknown[0]!r}: this generator offers {', '.join(lockable) or 'no locks'}")
+            raise UIError(
+                f"cannot lock {unknown[0]!r}: this generator offers {', '.join(lockable) or 'no locks'}"
+            )
         changes["locks"] = sorted(set(locks))
     try:
         return settings.replace(**changes) if changes else settings
@@ -85,7 +92,9 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str
     session = wb.session(text(body, "run"), text(body, "branch", "main"), session_id(body))
     head = session.head()
     if text(body, "parent") != head.id:
-        raise Conflict(f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now")
+        raise Conflict(
+            f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
+        )
     settings = _settings(wb, session, head, body)
     branch_id = session.branch.id
     with wb.lock:
@@ -94,13 +103,25 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str
         wb.busy.add(branch_id)
     events: queue.Queue[Any] = queue.Queue()
     worker = threading.Thread(
-        target=_work, args=(wb, session, settings, branch_id, chunks, events), daemon=True, name="imagery-evolve"
+        target=_work,
+        args=(wb, session, settings, branch_id, chunks, events),
+        daemon=True,
+        name="imagery-evolve",
     )
     worker.start()
-    return _drain(events, {"type": "start", "generation": head.generation + 1, "n": len(head.population)})
+    return _drain(
+        events, {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
+    )
 
 
-def _work(wb: Workbench, session: Session, settings: Any, branch_id: str, chunks: int, events: queue.Queue[Any]) -> None:
+def _work(
+    wb: Workbench,
+    session: Session,
+    settings: Any,
+    branch_id: str,
+    chunks: int,
+    events: queue.Queue[Any],
+) -> None:
     last = [-1]
 
     def progress(done: int, total: int) -> None:

@@ -109,3 +109,25 @@ def test_settings_round_trip():
     s = EngineSettings(population_size=5, locks=("value",), mutation_strength=0.7)
     assert EngineSettings.from_dict(s.to_dict()) == s
     assert Candidate.of({"v": 1.0}).id == Candidate.of({"v": 1.0}).id
+
+
+def test_screening_breeds_k_times_more_children_and_keeps_the_chosen():
+    engine = make(elite=2, newcomers=1)
+    pop = engine.ask()
+    seen = {}
+
+    def keep_largest(children, places):
+        seen["bred"] = len(children)
+        order = sorted(range(len(children)), key=lambda i: -children[i].genome["v"])
+        return order[:places]
+
+    children = engine.tell([c.genome["v"] for c in pop], screen=keep_largest, offspring_factor=4)
+    assert seen["bred"] == 4 * (12 - 2 - 1)
+    assert len(children) == 12
+
+
+def test_screen_that_returns_wrong_count_is_an_error():
+    engine = make()
+    engine.ask()
+    with pytest.raises(EngineError, match="distinct"):
+        engine.tell([1.0] * 12, screen=lambda children, places: [0] * places, offspring_factor=2)

@@ -1,0 +1,130 @@
+"""The `imagery` CLI as a script user sees it: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from evolve.export import read_metadata, rerender
+from spark_runtime.store import Store
+from ui.cli import main
+
+
+def imagery(capsys, store: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["--store", str(store), *args])
+    out, err = capsys.readouterr()
+    return code, out.strip(), err.strip()
+
+
+@pytest.fixture()
+def run(tmp_path: Path, capsys) -> Path:
+    code, out, _ = imagery(capsys, tmp_path, "new", "--generator", "cppn", "--population", "6", "--size", "32", "--seed", "1", "--name", "demo")
+    assert code == 0 and len(out) == 12
+    return tmp_path
+
+
+def counts(store_dir: Path) -> tuple[int, ...]:
+    with Store(store_dir) as store:
+        runs = store.list_runs()
+        snapshots = sum(len(store.history(b)) for r in runs for b in store.list_branches(r.id) if b.head_snapshot_id)
+        ratings = sum(len(store.ratings(s.id)) for r in runs for b in store.list_branches(r.id) if b.head_snapshot_id for s in store.history(b))
+        branches = sum(len(store.list_branches(r.id)) for r in runs)
+        objects = sum(1 for _ in store.objects.iter_objects())
+        return len(runs), branches, snapshots, ratings, objects
+
+
+def test_rate_evolve_fork_status_export_gc(run: Path, capsys, tmp_path: Path) -> None:
+    assert imagery(capsys, run, "rate", "demo", "3=5", "1=4")[0] == 0
+    assert imagery(capsys, run, "evolve", "demo")[1].endswith("generation 1")
+    code, out, _ = imagery(capsys, run, "run", "demo", "--generations", "2", "--fitness", "novelty")
+    assert code == 0 and out.endswith("generation 3")
+    assert imagery(capsys, run, "fork", "demo@1", "--name", "alt")[0] == 0
+    assert imagery(capsys, run, "evolve", "demo:alt")[1].endswith("generation 2")
+
+    code, out, _ = imagery(capsys, run, "status", "demo", "--json")
+    status = json.loads(out)
+    branches = {b["name"]: b for b in status["branches"]}
+    assert branches["main"]["generations"] == 4 and branches["alt"]["forked_from"] == 1
+    assert branches["main"]["ratings"] == 2 + 2 * 6
+
+    out_dir = tmp_path / "export"
+    assert imagery(capsys, run, "export", "demo:alt@2", str(out_dir))[0] == 0
+    pngs = sorted(out_dir.glob("*.png"))
+    assert len(pngs) == 6
+    meta = read_metadata(pngs[0])
+    assert meta["generation"] == 2 and meta["branch"] == "alt" and meta["run"]["name"] == "demo"
+    assert any(read_metadata(p)["lineage"] for p in pngs)  # bred children carry their ancestry
+    with Image.open(pngs[0]) as exported:
+        assert rerender(pngs[0]).tobytes() == exported.convert("RGB").tobytes()
+
+    code, out, _ = imagery(capsys, run, "gc")
+    assert code == 0 and out.startswith("removed 0 object(s)")
+
+
+def test_gc_removes_what_no_branch_reaches(run: Path, capsys) -> None:
+    imagery(capsys, run, "evolve", "demo")
+    imagery(capsys, run, "undo", "demo")
+    imagery(capsys, run, "rate", "demo", "5=5", "4=5")
+    imagery(capsys, run, "evolve", "demo")  # a different generation 1; the old one is unreachable
+    code, out, _ = imagery(capsys, run, "gc")
+    assert code == 0 and not out.startswith("removed 0 ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rate", "nope", "1=5"], "unknown run 'nope'"),
+        (["rate", "demo", "3=9"], "out of range 0..5"),
+        (["rate", "demo", "3:5"], "malformed rating"),
+        (["rate", "demo", "3=five"], "malformed score"),
+        (["rate", "demo", "42=1"], "does not exist"),
+        (["fork", "demo@7", "--name", "x"], "out of range"),
+        (["fork", "demo@x", "--name", "x"], "bad generation"),
+        (["export", "demo@3", "out"], "out of range"),
+        (["run", "demo", "--generations", "1", "--fitness", "target:/no/such.png"], "cannot read target image"),
+        (["run", "demo", "--generations", "1", "--fitness", "beauty"], "unknown fitness"),
+        (["new", "--size", "0", "--name", "a"], "image size"),
+        (["new", "--size", "100000", "--name", "b"], "image size"),
+        (["new", "--population", "0", "--name", "c"], "population"),
+        (["new", "--name", "demo"], "already exists"),
+        (["new", "--generator", "gan", "--name", "d"], "unknown generator"),
+        (["evolve", "demo", "--strength", "3"], "0..1"),
+        (["evolve", "demo", "--lock", "wings"], "cannot lock"),
+        (["fork", "demo@0", "--name", "main"], "already exists"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(run: Path, capsys, args, message) -> None:
+    before = counts(run)
+    code, _, err = imagery(capsys, run, *args)
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert counts(run) == before
+
+
+def test_unreadable_target_image(run: Path, capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    code, _, err = imagery(capsys, run, "run", "demo", "--generations", "1", "--fitness", f"target:{bad}")
+    assert code == 2 and "not a readable image" in err
+
+
+def test_target_fitness_run_gets_closer(run: Path, capsys, tmp_path: Path) -> None:
+    target = tmp_path / "t.png"
+    Image.new("RGB", (32, 32), (250, 40, 40)).save(target)
+    code, out, _ = imagery(capsys, run, "run", "demo", "--generations", "4", "--fitness", f"target:{target}")
+    assert code == 0
+    with Store(run) as store:
+        history = store.history(store.get_branch("demo"))
+        best = [max(store.current_scores(s.id).values()) for s in history[:-1]]
+    assert best[-1] >= best[0]
+
+
+def test_argument_errors_are_one_line(capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path), "new", "--population", "many"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "whole number" in err
