@@ -33,22 +33,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
-    times, out = [], None
+def _timed(fns, device: torch.device, repeats: int) -> list[tuple[float, torch.Tensor]]:
+    """Median wall time and last output of each function, run interleaved.
+
+    Interleaving makes both sides see the same machine load when other work shares the CPU.
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    outs: list[torch.Tensor | None] = [None for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for i, fn in enumerate(fns):
+            _sync(device)
+            start = time.perf_counter()
+            outs[i] = fn()
+            _sync(device)
+            times[i].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outs, strict=True)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="SD-Turbo shapes, 512 px, bf16, CUDA")
     parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default=None, help="override the model (default per mode)")
     parser.add_argument("--device", default=None, help="override the device")
     parser.add_argument("--dtype", default=None, help="override the dtype")
@@ -101,8 +107,7 @@ def main() -> int:
 
     batched()  # warm-up: kernels, allocator, prompt-embedding cache, compilation
     naive()
-    t_batched, out_batched = _timed(batched, device, args.repeats)
-    t_naive, out_naive = _timed(naive, device, args.repeats)
+    (t_batched, out_batched), (t_naive, out_naive) = _timed([batched, naive], device, args.repeats)
     diff = (out_batched - out_naive).abs().max().item()
     n = args.population
     print(f"naive loop : {t_naive:8.3f} s  ({n / t_naive:7.2f} images/s)")

@@ -8,6 +8,7 @@ process, and makes the same next generation.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,8 @@ class Session:
         self.session_id = session_id or f"s-{uuid.uuid4().hex[:10]}"
         self._spark = spark
         self._generator: Any | None = None
+        # The agent (evolve.agent.Agent) screens bred children when attached; None = off.
+        self.agent: Any | None = None
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -181,7 +184,7 @@ class Session:
         except EngineError as exc:
             raise SessionError(str(exc)) from None
         engine.ask()
-        children = engine.tell(fitness)
+        children, extra = self._tell(engine, fitness, head, extra or {})
         consumed = [r.id for r in self.store.ratings(head.id)]
         return self._commit(children, engine, parent=head, generation=head.generation + 1, consumed=consumed, extra=extra or {}, progress=progress)
 
@@ -214,6 +217,15 @@ class Session:
         return Session(self.store, self.run.id, branch.name, spark=self._spark)
 
     # --- internals ----------------------------------------------------------------------
+    def _tell(self, engine: Engine, fitness: Sequence[float], head: Any, extra: dict[str, Any]) -> tuple[list[Candidate], dict[str, Any]]:
+        """``engine.tell``, screened by the agent when one is attached; its predictions for
+        the new generation go into the snapshot settings under ``"agent"``."""
+        if self.agent is None:
+            return engine.tell(fitness), extra
+        screen, factor = self.agent.screener(self, head)
+        children = engine.tell(fitness, screen=screen, offspring_factor=factor)
+        return children, {**extra, "agent": self.agent.record(self, head, children)}
+
     def _commit(
         self,
         population: Sequence[Candidate],
@@ -268,20 +280,24 @@ class Session:
     def evolve_live(
         self,
         settings: EngineSettings | None = None,
-        on_image: Callable[[int, str], None] | None = None,
+        on_image: Callable[[int, str, bytes], None] | None = None,
         progress: Progress | None = None,
         chunks: int = 4,
     ) -> Any:
-        """``evolve`` from the head's ratings, announcing each image as soon as it is stored.
+        """``evolve`` from the head's ratings, announcing each image the moment it is encoded.
 
         The new population renders in up to ``chunks`` batches (few calls keep batching
-        efficient; more show images sooner). Each finished thumbnail is written to the object
-        store at once and announced as ``on_image(position, thumb_sha)``; elites reused from
-        the parent are announced first. Encoding a chunk overlaps rendering the next. The
-        commit is the same as ``evolve``'s, and so is the generation it makes.
+        efficient; more show images sooner). After each batch every new thumbnail is announced
+        as ``on_image(position, thumb_sha, thumb_bytes)`` before it is written, so a browser can
+        show it at once (serve those bytes until the commit lands); elites reused from the
+        parent are announced first. Full-size PNGs are encoded and all objects written after
+        the last batch. The commit is the same as ``evolve``'s, and so is the generation.
         """
         head = self.head()
-        candidates = self.candidates(head)
+        # The current population's own parents play no part in making the next one: skip
+        # the per-individual lookups that ``candidates`` does.
+        genomes = self.store.genomes(head)
+        candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
         # One read of the ratings, so the fitness and the consumed ids agree exactly.
         rows = self.store.ratings(head.id)
         fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
@@ -312,57 +328,60 @@ class Session:
         self,
         population: Sequence[Candidate],
         parent: Any,
-        on_image: Callable[[int, str], None] | None,
+        on_image: Callable[[int, str, bytes], None] | None,
         progress: Progress | None,
         chunks: int,
     ) -> tuple[list[bytes], list[bytes]]:
-        announce = on_image or (lambda position, sha: None)
+        announce = on_image or (lambda position, sha, data: None)
         total = len(population)
         positions: dict[str, list[int]] = {}
         for position, c in enumerate(population):
             positions.setdefault(c.id, []).append(position)
-        known = {i: (img, th) for i, img, th in zip(parent.population, parent.images, parent.thumbs, strict=True)}
         encoded: dict[str, tuple[bytes, bytes]] = {}
-        for cid, (image_hash, thumb_hash) in known.items():
-            if cid in positions:
+        for cid, image_hash, thumb_hash in zip(parent.population, parent.images, parent.thumbs, strict=True):
+            if cid in positions and cid not in encoded:
                 encoded[cid] = (self.store.objects.get(image_hash), self.store.objects.get(thumb_hash))
                 for position in positions[cid]:
-                    announce(position, thumb_hash)
+                    announce(position, thumb_hash, encoded[cid][1])
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in encoded]
         done = total - sum(len(positions[c.id]) for c in unique)
         step = max(1, -(-len(unique) // max(1, chunks)))
+        finished: list[tuple[Candidate, Any, bytes]] = []
+        for start in range(0, len(unique), step):
+            part = unique[start : start + step]
 
-        def store_chunk(part: Sequence[Candidate], rendered: Sequence[Any]) -> None:
+            def chunk_progress(d: int, _t: int, offset: int = done) -> None:
+                if progress:
+                    progress(min(total, offset + d), total)
+
+            try:
+                rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
+            except GeneratorError as exc:
+                raise SessionError(str(exc)) from None
+            done += sum(len(positions[c.id]) for c in part)
+            # Thumbnails right here, between batches: on a busy CPU, encoding beside a running
+            # render slows the render (its worker threads spin at every barrier) far more
+            # than it saves.
             for c, im in zip(part, rendered, strict=True):
                 thumb = encode_thumb(im)
-                thumb_hash = self.store.objects.put(thumb)
+                thumb_hash = hashlib.sha256(thumb).hexdigest()
                 for position in positions[c.id]:
-                    announce(position, thumb_hash)
-                image = encode_png(im)
-                # Written now so the commit only re-hashes; the commit point is unchanged.
-                self.store.objects.put(image)
-                encoded[c.id] = (image, thumb)
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = []
-            for start in range(0, len(unique), step):
-                part = unique[start : start + step]
-
-                def chunk_progress(d: int, _t: int, offset: int = done) -> None:
-                    if progress:
-                        progress(min(total, offset + d), total)
-
-                try:
-                    rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
-                except GeneratorError as exc:
-                    raise SessionError(str(exc)) from None
-                done += sum(len(positions[c.id]) for c in part)
-                pending.append(pool.submit(store_chunk, part, rendered))
-            for future in pending:
-                future.result()
+                    announce(position, thumb_hash, thumb)
+                finished.append((c, im, thumb))
         if progress:
             progress(total, total)
-        return [encoded[c.id][0] for c in population], [encoded[c.id][1] for c in population]
 
+        def write(c: Candidate, im: Any, thumb: bytes) -> None:
+            # Written ahead of the commit so it only re-hashes; the commit point is unchanged.
+            image = encode_png(im)
+            self.store.objects.put(thumb)
+            self.store.objects.put(image)
+            encoded[c.id] = (image, thumb)
+
+        # Each write waits on an fsync: a few at once.
+        with ThreadPoolExecutor(max_workers=4) as writers:
+            for future in [writers.submit(write, *item) for item in finished]:
+                future.result()
+        return [encoded[c.id][0] for c in population], [encoded[c.id][1] for c in population]
 
 __all__ = ["RunSpec", "Session", "SessionError", "StoreError", "generator_target"]

@@ -16,6 +16,7 @@ genome is a feed-forward network by construction.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -29,12 +30,19 @@ VERSION = 1
 INPUT_IDS = (0, 1, 2, 3)  # x, y, d, bias
 OUTPUT_IDS = (4, 5, 6)  # r, g, b  or  h, s, v
 FIRST_HIDDEN_ID = 16
+MAX_GENOME_NODES = 1024  # a hand-made genome bigger than this would stall a spark
 ACTIVATIONS = ("sin", "cos", "gaussian", "sigmoid", "tanh", "abs", "identity")
-# Outputs start from functions whose range maps well onto a colour channel.
-OUTPUT_START_ACTIVATIONS = ("sigmoid", "gaussian", "sin", "tanh")
+# Outputs start from functions whose range maps well onto their channel: hue and saturation
+# take any smooth function; the third output (value, or blue) starts from a bipolar one so
+# a first picture is rarely black all over.
+OUTPUT_START_ACTIVATIONS = {
+    4: ("sigmoid", "gaussian", "sin", "tanh"),
+    5: ("sigmoid", "gaussian", "sin", "tanh"),
+    6: ("sin", "tanh"),
+}
 WEIGHT_LIMIT = 8.0  # bound on |weight| and |bias|
 INIT_SIGMA = 2.5  # input -> hidden: a few bands across the picture
-OUTPUT_SIGMA = 1.2  # hidden -> output: smaller, so outputs rarely saturate to one flat colour
+OUTPUT_WEIGHT = (0.5, 2.0)  # |hidden -> output| at birth: never ~0 (a black picture), never huge
 # Picbreeder's mix of mutation operators: perturb weights, add node, add link, new activation.
 OPERATORS = {"perturb": 10.0, "add_node": 6.0, "add_link": 4.0, "change_activation": 1.0}
 # Gene groups a user may lock. "color" is the output layer: output activations and biases
@@ -63,6 +71,8 @@ def validate(genome: Any) -> None:
     nodes, links = genome.get("nodes"), genome.get("links")
     if not isinstance(nodes, list) or not isinstance(links, list):
         raise _bad("'nodes' and 'links' must be lists")
+    if len(nodes) > MAX_GENOME_NODES:
+        raise _bad(f"{len(nodes)} nodes is more than the {MAX_GENOME_NODES} a genome may have")
     position = {nid: i - len(INPUT_IDS) for i, nid in enumerate(INPUT_IDS)}
     for i, node in enumerate(nodes):
         nid = node.get("id") if isinstance(node, dict) else None
@@ -141,12 +151,13 @@ def random_genome(rng: np.random.Generator, hidden: int) -> Genome:
         ]
     sources = hidden_ids or list(INPUT_IDS[:3])
     for out in OUTPUT_IDS:
-        nodes.append({"id": out, "act": _pick(rng, list(OUTPUT_START_ACTIVATIONS)), "bias": 0.0})
+        nodes.append(
+            {"id": out, "act": _pick(rng, list(OUTPUT_START_ACTIVATIONS[out])), "bias": 0.0}
+        )
         chosen = [s for s in sources if rng.random() < 0.6] or [_pick(rng, sources)]
-        links += [
-            {"src": s, "dst": out, "weight": _weight(rng, OUTPUT_SIGMA), "enabled": True}
-            for s in chosen
-        ]
+        for s in chosen:
+            weight = rng.choice((-1.0, 1.0)) * rng.uniform(*OUTPUT_WEIGHT)
+            links.append({"src": s, "dst": out, "weight": _gene(weight), "enabled": True})
     return {"kind": KIND, "version": VERSION, "nodes": nodes, "links": links}
 
 
@@ -235,8 +246,8 @@ def _split(g: Genome, rng: np.random.Generator, link_index: int) -> None:
 def _add_link(g: Genome, rng: np.random.Generator, pair: tuple[int, int]) -> None:
     src, dst = pair
     for link in g["links"]:
-        if (link["src"], link["dst"]) == pair:  # re-enable a link an earlier split turned off
-            link.update(weight=_weight(rng), enabled=True)
+        if (link["src"], link["dst"]) == pair:  # re-enable, with its old weight, a link a
+            link["enabled"] = True  # split turned off: the weight is not this operator's to change
             return
     g["links"].append({"src": src, "dst": dst, "weight": _weight(rng), "enabled": True})
 
@@ -259,11 +270,9 @@ def mutate(
     the ``max_nodes`` cap leave possible. A locked gene group is never touched.
     """
     validate(genome)
-    if (
-        isinstance(strength, bool)
-        or not isinstance(strength, int | float)
-        or not 0.0 <= strength <= 1.0
-    ):
+    if isinstance(strength, bool) or not isinstance(strength, int | float):
+        strength = math.nan  # fails the range check below with the value in the message
+    if not 0.0 <= strength <= 1.0:
         raise GeneratorError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
     locks = check_locks(locks)
     g = _copy(genome)
@@ -314,8 +323,6 @@ def _topological(
     nodes: dict[int, dict[str, Any]], links: list[dict[str, Any]], rank: dict[int, tuple]
 ) -> list[dict[str, Any]]:
     """Order nodes so every link runs forward; ties follow the parents' orders (``rank``)."""
-    import heapq
-
     indegree = dict.fromkeys(nodes, 0)
     children: dict[int, list[int]] = {}
     for link in links:

@@ -5,21 +5,23 @@ inputs are shared rows). Rows are grouped into layers by depth (one more than th
 hidden node feeding them; the outputs come last), so a layer is computed in a handful of
 tensor ops for all genomes at once: gather each row's source rows, weight them, add them
 up, clamp, and apply the activation. Rows in a layer are sorted by activation, so each
-function runs once per layer on a contiguous block. No padding rows exist; a row with fewer
-links than the widest in its layer gets zero-weight terms at the end of its sum. Pixels go
-through in chunks sized to stay in cache.
+function runs once per layer on a contiguous block. Nothing is padded: genomes of any size
+share the rows, and a row only ever adds its own links. Pixels go through in chunks sized
+to stay in cache.
 
 Bit-identical pictures, alone or in any batch, on CPU: a row's sum is folded in the
 genome's own link order with separate multiplies and adds, each rounded exactly by IEEE
-rules whatever the SIMD lane or thread, and padding only appends exact zeros. Nothing is a
-matrix product, whose blocking (and so rounding) depends on the batch shape. ``sigmoid`` is
-built from ``tanh`` because torch's fused sigmoid rounds differently in its scalar and SIMD
-code paths, which would make a pixel's value depend on where it sits in the tensor.
+rules whatever the SIMD lane or thread. Nothing is a matrix product, whose blocking (and so
+rounding) depends on the batch shape. ``sigmoid`` is built from ``tanh`` because torch's
+fused sigmoid rounds differently in its scalar and SIMD code paths, which would make a
+pixel's value depend on where it sits in the tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ from imagery.protocol import Genome, ProgressCallback
 
 PRE_LIMIT = 32.0  # clamp on a node's summed input: keeps every value finite and bounded
 _ALIGN = 64  # chunk lengths are multiples of this
-_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}  # rows x pixels held per chunk
+_CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}  # rows x pixels held per chunk
 
 
 def activate_(name: str, x: torch.Tensor) -> None:
@@ -54,11 +56,20 @@ def activate_(name: str, x: torch.Tensor) -> None:
 
 @dataclass(frozen=True)
 class _Layer:
-    start: int  # first row of the layer; rows [start, start + size)
+    """One layer's rows ``[start, start + size)``, in activation order.
+
+    The sums are built in a scratch block whose rows are sorted by fan-in, most links first,
+    so term ``k`` of every row that has one is a single contiguous ``rows[:counts[k]]``
+    update with no padding; ``order`` then permutes the scratch rows into activation order.
+    """
+
+    start: int
     size: int
-    sources: torch.Tensor  # [fan_in * size] rows to gather, term-major
-    weights: torch.Tensor  # [fan_in, size, 1]
-    bias: torch.Tensor  # [size, 1]
+    counts: list[int]  # counts[k]: rows with more than k links
+    sources: torch.Tensor  # [sum(counts)] rows to gather, term-major
+    weights: torch.Tensor  # [sum(counts), 1]
+    bias: torch.Tensor  # [size, 1], in fan-in order
+    order: torch.Tensor  # [size]: scratch row of each layer row
     groups: list[tuple[str, int, int]]  # (activation, first row, end row) within the layer
 
 
@@ -69,21 +80,63 @@ class _Packed:
     outputs: torch.Tensor  # [3 * B] rows of each genome's outputs, output-major
 
 
-def _depths(genome: Genome) -> dict[int, int]:
+def _incoming(genome: Genome) -> dict[int, list[tuple[int, float]]]:
+    """Enabled links into each node as (source, weight), in the genome's own link order."""
+    incoming: dict[int, list[tuple[int, float]]] = {}
+    for link in genome["links"]:
+        if link["enabled"]:
+            incoming.setdefault(link["dst"], []).append((link["src"], link["weight"]))
+    return incoming
+
+
+def _depths(genome: Genome, incoming: dict[int, list[tuple[int, float]]]) -> dict[int, int]:
     """Layer of each hidden node: 1 + the deepest hidden node feeding it (inputs are 0)."""
     depth = dict.fromkeys(INPUT_IDS, 0)
     for node in genome["nodes"][: -len(OUTPUT_IDS)]:
-        feeding = [
-            depth[link["src"]]
-            for link in genome["links"]
-            if link["enabled"] and link["dst"] == node["id"]
-        ]
+        feeding = [depth[src] for src, _ in incoming.get(node["id"], ())]
         depth[node["id"]] = 1 + max(feeding, default=0)
     return depth
 
 
+def _layer(start: int, members: list, incoming: list, row: dict, device: torch.device) -> _Layer:
+    """Build one layer from (activation index, genome, node order, node) members."""
+    members = sorted(members, key=lambda m: m[:3])  # by activation: one block per function
+    links = []
+    for i, (_, b, _, node) in enumerate(members):
+        row[b, node["id"]] = start + i
+        links.append(incoming[b].get(node["id"], []))
+    by_fan = sorted(range(len(members)), key=lambda i: -len(links[i]))  # stable
+    counts = [sum(len(lk) > k for lk in links) for k in range(max(map(len, links), default=0))]
+    sources, weights = [], []
+    for k, count in enumerate(counts):
+        for i in by_fan[:count]:
+            src, weight = links[i][k]
+            sources.append(row[members[i][1], src])
+            weights.append(weight)
+    order = np.empty(len(members), np.int64)
+    order[by_fan] = np.arange(len(members))
+    groups: list[tuple[str, int, int]] = []
+    for i, (act, *_) in enumerate(members):
+        if groups and groups[-1][0] == ACTIVATIONS[act]:
+            groups[-1] = (groups[-1][0], groups[-1][1], i + 1)
+        else:
+            groups.append((ACTIVATIONS[act], i, i + 1))
+    bias = [[members[i][3]["bias"]] for i in by_fan]
+    return _Layer(
+        start=start,
+        size=len(members),
+        counts=counts,
+        sources=torch.tensor(sources, dtype=torch.int64, device=device),
+        weights=torch.tensor(weights, dtype=torch.float32, device=device).view(-1, 1),
+        bias=torch.tensor(bias, dtype=torch.float32, device=device),
+        order=torch.from_numpy(order).to(device),
+        groups=groups,
+    )
+
+
 def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
-    depths = [_depths(g) for g in genomes]
+    incoming = [_incoming(g) for g in genomes]
+    depths = [_depths(g, inc) for g, inc in zip(genomes, incoming, strict=True)]
     levels = 1 + max(max(d.values()) for d in depths)  # hidden layers, then the outputs
     members: list[list[tuple[int, int, int, dict]]] = [[] for _ in range(levels)]
     for b, (genome, depth) in enumerate(zip(genomes, depths, strict=True)):
@@ -93,54 +146,21 @@ def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
     row = {(b, nid): nid for b in range(len(genomes)) for nid in INPUT_IDS}
     layers, start = [], len(INPUT_IDS)
     for level in members:
-        level.sort(key=lambda m: m[:3])  # by activation, so each function gets one block
-        incoming = []
-        for i, (_, b, _, node) in enumerate(level):
-            row[b, node["id"]] = start + i
-            links = genomes[b]["links"]
-            incoming.append(
-                [
-                    (lk["src"], lk["weight"])
-                    for lk in links
-                    if lk["enabled"] and lk["dst"] == node["id"]
-                ]
-            )
-        fan_in = max(len(links) for links in incoming)
-        sources = np.zeros((fan_in, len(level)), np.int64)
-        weights = np.zeros((fan_in, len(level), 1), np.float32)
-        for i, ((_, b, _, _), links) in enumerate(zip(level, incoming, strict=True)):
-            for k, (src, weight) in enumerate(links):
-                sources[k, i], weights[k, i, 0] = row[b, src], weight
-        groups = []
-        for i, (act, *_) in enumerate(level):
-            if groups and groups[-1][0] == ACTIVATIONS[act]:
-                groups[-1] = (groups[-1][0], groups[-1][1], i + 1)
-            else:
-                groups.append((ACTIVATIONS[act], i, i + 1))
-        bias = np.array([[node["bias"]] for *_, node in level], np.float32)
-        layers.append(
-            _Layer(
-                start=start,
-                size=len(level),
-                sources=torch.from_numpy(sources.reshape(-1)).to(device),
-                weights=torch.from_numpy(weights).to(device),
-                bias=torch.from_numpy(bias).to(device),
-                groups=groups,
-            )
-        )
+        layers.append(_layer(start, level, incoming, row, device))
         start += len(level)
     outputs = [row[b, out] for out in OUTPUT_IDS for b in range(len(genomes))]
     return _Packed(start, layers, torch.tensor(outputs, device=device))
 
 
-def _coordinates(start: int, length: int, size: int, device: torch.device) -> torch.Tensor:
-    """x, y, d, bias for pixels ``start..start+length`` (row-major), x and y in [-1, 1]."""
-    index = torch.arange(start, start + length, device=device).clamp_(max=size * size - 1)
+def _coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:
+    """x, y, d, bias for every pixel (row-major, padded to ``length``), x and y in [-1, 1]."""
     # Pixel centres, so any resolution samples the same continuous picture.
-    x = (torch.remainder(index, size).float() * 2.0 + 1.0) / size - 1.0
-    y = (torch.div(index, size, rounding_mode="floor").float() * 2.0 + 1.0) / size - 1.0
-    d = torch.sqrt(x * x + y * y)
-    return torch.stack([x, y, d, torch.ones_like(x)])
+    axis = (torch.arange(size, device=device).float() * 2.0 + 1.0) / size - 1.0
+    coords = torch.ones(4, length, device=device)
+    coords[0, : size * size] = axis.repeat(size)
+    coords[1, : size * size] = axis.repeat_interleave(size)
+    coords[2] = torch.sqrt(coords[0] * coords[0] + coords[1] * coords[1])
+    return coords
 
 
 def _evaluate(packed: _Packed, coords: torch.Tensor) -> torch.Tensor:
@@ -148,17 +168,18 @@ def _evaluate(packed: _Packed, coords: torch.Tensor) -> torch.Tensor:
     length = coords.shape[1]
     values = torch.empty(packed.rows, length, device=coords.device)
     values[: len(INPUT_IDS)] = coords
+    scratch = torch.empty(max(layer.size for layer in packed.layers), length, device=coords.device)
     for layer in packed.layers:
+        sums = scratch[: layer.size]
+        terms = values.index_select(0, layer.sources).mul_(layer.weights)
+        # Each row: bias + term 0 + term 1 + ..., in its genome's link order.
+        sums.copy_(layer.bias.expand(-1, length))
+        offset = 0
+        for count in layer.counts:
+            sums[:count].add_(terms[offset : offset + count])
+            offset += count
         block = values[layer.start : layer.start + layer.size]
-        fan_in = layer.weights.shape[0]
-        if fan_in == 0:
-            block.copy_(layer.bias.expand(-1, length))
-        else:
-            terms = values.index_select(0, layer.sources).view(fan_in, layer.size, length)
-            terms.mul_(layer.weights)
-            torch.add(terms[0], layer.bias, out=block)
-            for k in range(1, fan_in):
-                block.add_(terms[k])
+        torch.index_select(sums, 0, layer.order, out=block)
         block.clamp_(-PRE_LIMIT, PRE_LIMIT)
         for act, first, end in layer.groups:
             activate_(act, block[first:end])
@@ -166,9 +187,11 @@ def _evaluate(packed: _Packed, coords: torch.Tensor) -> torch.Tensor:
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Branch-free HSV -> RGB: channel n is v - v*s*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
+    """Branch-free HSV -> RGB for h in [0, 1]: channel n is v - v*s*clamp(min(k, 4 - k), 0, 1)
+    with k = (n + 6h) mod 6 and n = 5, 3, 1 for red, green, blue."""
     offsets = torch.tensor([5.0, 3.0, 1.0], device=h.device).view(3, *([1] * h.dim()))
-    k = torch.remainder(h * 6.0 + offsets, 6.0)
+    k = h * 6.0 + offsets  # in [1, 12): one wrap-around is all the modulo has to do
+    k = torch.where(k >= 6.0, k - 6.0, k)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return v - (v * s) * ramp
 
@@ -178,10 +201,40 @@ def to_color(raw: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "rgb":
         return (raw.clamp(-1.0, 1.0) + 1.0) * 0.5
     # Hue wraps around; saturation and value fold negative outputs back (Picbreeder-like).
-    hue = torch.remainder(raw[0] * 0.5, 1.0)
+    hue = raw[0] * 0.5
+    hue = hue - torch.floor(hue)  # exact; may round up to 1.0, which is the same hue as 0
     sat = torch.abs(raw[1]).clamp_(max=1.0)
     val = torch.abs(raw[2]).clamp_(max=1.0)
     return _hsv_to_rgb(hue, sat, val)
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 1
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """Run torch CPU ops single-threaded for the duration (re-entrant and thread-safe).
+
+    A render is thousands of small, cache-sized ops. Splitting each one across OpenMP
+    threads gains little on an idle machine and, on a busy one, every op waits for a
+    descheduled helper thread: a 256 px batch measured 10x to 30x slower. Throughput on
+    many cores comes from running more sparks.
+    """
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 def render(
@@ -200,15 +253,16 @@ def render(
     padded = -(-pixels // _ALIGN) * _ALIGN
     budget = _CHUNK_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     chunk = min(padded, max(_ALIGN, budget // packed.rows // _ALIGN * _ALIGN))
-    result = torch.empty(batch, 3, padded, dtype=torch.uint8)
+    coords = _coordinates(size, padded, device)
+    result = torch.empty(batch, padded, 3, dtype=torch.uint8)
     steps = -(-padded // chunk)
-    with torch.no_grad():
+    quiet = _one_intra_op_thread() if device.type == "cpu" else contextlib.nullcontext()
+    with torch.no_grad(), quiet:
         for step, start in enumerate(range(0, padded, chunk)):
-            length = min(chunk, padded - start)
-            rgb = to_color(_evaluate(packed, _coordinates(start, length, size, device)), color)
-            levels = (rgb * 255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
-            result[:, :, start : start + length] = levels.permute(1, 0, 2).cpu()
+            raw = _evaluate(packed, coords[:, start : start + chunk])
+            levels = to_color(raw, color).mul_(255.0).round_().clamp_(0.0, 255.0)
+            result[:, start : start + chunk] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
             if progress is not None:
                 progress(batch * (step + 1) // steps, batch)
-    images = result[:, :, :pixels].reshape(batch, 3, size, size).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(np.ascontiguousarray(image), "RGB") for image in images]
+    images = result[:, :pixels].reshape(batch, size, size, 3).numpy()
+    return [Image.fromarray(image, "RGB") for image in images]

@@ -26,6 +26,9 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Library chatter (progress bars, optional-dependency notes) is not for our users' terminals.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import huggingface_hub.constants  # noqa: E402
 import torch  # noqa: E402
@@ -36,8 +39,10 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.utils import deprecation_utils  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from imagery.prompt_vocab import all_words  # noqa: E402
 from imagery.protocol import GeneratorError  # noqa: E402
@@ -46,11 +51,15 @@ from imagery.protocol import GeneratorError  # noqa: E402
 # before we set it; the flag is looked up at call time, so setting it here still holds.
 huggingface_hub.constants.HF_HUB_OFFLINE = True
 diffusers_logging.set_verbosity_error()
+diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
 
 BUILTIN_RESOLUTION = {"tiny": 64, "random-sd-turbo": 512}
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 _PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 _BUILTIN_SEED = 20240601
+# Newer diffusers renamed ``torch_dtype`` to ``dtype`` (the old name warns); older lack ``dtype``.
+_DTYPE_KEY = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def model_resolution(model: str, model_config: str | None = None) -> int | None:
@@ -124,7 +133,7 @@ def load_pipeline(
     """
     check_model(model, model_config)
     common: dict[str, Any] = {
-        "torch_dtype": dtype,
+        _DTYPE_KEY: dtype,
         "local_files_only": True,
         "safety_checker": None,
         "requires_safety_checker": False,

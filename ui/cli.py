@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--generations", type=_positive_int, required=True)
     p.add_argument("--fitness", default="novelty", help="novelty | target:IMAGE.png | preference:RUN")
+    p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render: local | process:N | ray | ray:ADDRESS (default local, or $IMAGERY_SPARKS)")
 
     p = sub.add_parser("rate", help="score candidates of the branch head: INDEX=SCORE (0..5) or INDEX=clear")
     p.add_argument("run")
@@ -85,10 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int)
 
     p = sub.add_parser("ui", help="the browser rating UI (default http://127.0.0.1:7860)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback needs --auth or --auth-file")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; anything but loopback needs --auth or --auth-file",
+    )
     p.add_argument("--port", type=_positive_int, default=7860)
+    p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render, one spark per browser session: local | process:N | ray | ray:ADDRESS")
     p.add_argument("--auth", metavar="USER:PASS", help="require HTTP basic authentication")
-    p.add_argument("--auth-file", metavar="FILE", help="file of USER:PASS lines for HTTP basic authentication")
+    p.add_argument(
+        "--auth-file", metavar="FILE", help="file of USER:PASS lines for HTTP basic authentication"
+    )
+
+    p = sub.add_parser("db", help="database maintenance")
+    db = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db.add_parser("upgrade", help="migrate the database (--db, or the store's SQLite file) to the newest schema")
 
     p = sub.add_parser("gc", help="remove objects no branch can reach")
     p.add_argument("--grace", type=float, default=0.0, help="keep unreachable objects younger than this many seconds")

@@ -13,8 +13,10 @@ from evolve.export import ExportError, export_snapshot, rerender
 from evolve.fitness import FitnessError, parse_fitness
 from evolve.session import RunSpec, Session, SessionError
 from imagery import GeneratorError
-from spark_runtime.spark import SparkError
+from spark_runtime.spark import Spark, SparkError
+from spark_runtime.sparks import make_pool, parse_sparks
 from spark_runtime.store import Store, StoreError
+from spark_runtime.store.engine import default_url, safe_url
 from ui.progress import ProgressBar
 from ui.refs import RefError, check_name, parse_ref
 
@@ -81,18 +83,22 @@ def cmd_new(args: argparse.Namespace) -> str:
         return session.run.id
 
 
-def _session(store: Store, text: str) -> tuple[Session, Any]:
+def _session(store: Store, text: str, spark: Spark | None = None) -> tuple[Session, Any]:
     ref = parse_ref(text)
-    session = Session(store, ref.run, ref.branch, session_id="cli")
+    session = Session(store, ref.run, ref.branch, spark=spark, session_id="cli")
     return session, ref
 
 
 def cmd_run(args: argparse.Namespace) -> str:
+    spec = parse_sparks(args.sparks)
     with open_store(args) as store:
-        session, _ = _session(store, args.run)
+        run = store.get_run(parse_ref(args.run).run)
         fitness = parse_fitness(args.fitness, preference_loader=_preference_loader(store))
-        bar = ProgressBar(f"{session.run.name}:{session.branch.name}", args.generations)
-        head = session.run_auto(fitness, args.generations, progress=bar)
+        # The sparks load the generator once, in parallel, and serve every generation.
+        with make_pool(spec, run.target, run.generator_config) as pool:
+            session, _ = _session(store, args.run, spark=pool)
+            bar = ProgressBar(f"{session.run.name}:{session.branch.name}", args.generations)
+            head = session.run_auto(fitness, args.generations, progress=bar)
         return f"{session.run.name}:{session.branch.name} is at generation {head.generation}"
 
 
@@ -239,7 +245,27 @@ def cmd_ui(args: argparse.Namespace) -> None:
     # Imported here: gradio takes seconds to import, and no other command needs it.
     from ui.app import serve
 
-    serve(Path(args.store), args.db, host=args.host, port=args.port, auth=args.auth, auth_file=args.auth_file)
+    serve(
+        Path(args.store),
+        args.db,
+        host=args.host,
+        port=args.port,
+        auth=args.auth,
+        auth_file=args.auth_file,
+    )
+
+
+def cmd_db(args: argparse.Namespace) -> str:
+    # Imported here: only this command needs Alembic.
+    from spark_runtime.store import migrations
+
+    if not args.db:
+        Path(args.store).mkdir(parents=True, exist_ok=True)
+    url = args.db or default_url(Path(args.store))
+    before, after = migrations.upgrade(url)
+    if before == after:
+        return f"database {safe_url(url)} is up to date (schema revision {after})"
+    return f"upgraded database {safe_url(url)} from schema revision {before or 'none'} to {after}"
 
 
 _HANDLERS = {
@@ -253,5 +279,6 @@ _HANDLERS = {
     "export": cmd_export,
     "rerender": cmd_rerender,
     "gc": cmd_gc,
+    "db": cmd_db,
     "ui": cmd_ui,
 }

@@ -129,7 +129,8 @@ def _work(
             last[0] = done
             events.put({"type": "progress", "done": done, "total": total})
 
-    def on_image(position: int, thumb: str) -> None:
+    def on_image(position: int, thumb: str, data: bytes) -> None:
+        wb.remember(thumb, data)  # the browser asks for it before the object file is written
         events.put({"type": "image", "position": position, "thumb": thumb})
 
     final: dict[str, Any]

@@ -1,8 +1,11 @@
 """Content-addressed object files: ``objects/ab/cdef...`` named by the sha256 of their bytes.
 
-Writes are atomic (temp file in the target folder, fsync, ``os.replace``, fsync the folder), so
-a reader sees a whole object or none. Identical bytes are stored once. The interface is kept
-small on purpose: a later change moves it behind fsspec.
+The root is a local folder (the default, and the fast path: the UI serves thumbnails straight
+from ``path()``) or any fsspec URL (``memory://`` in tests, ``s3://bucket/objects`` or a
+shared mount for a cluster). Local writes are atomic (temp file in the target folder, fsync,
+``os.replace``, fsync the folder); remote writes go to a temp name and are moved into place,
+except on object stores whose single writes are atomic anyway. A reader sees a whole object
+or none. Identical bytes are stored once.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from spark_runtime.store.errors import StoreError
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _TEMP_PREFIX = ".tmp-"
+# Object stores where one write lands whole or not at all: no temp name and move needed.
+_ATOMIC_PUT = {"memory", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
 def check_sha(sha: str) -> str:
@@ -40,24 +48,78 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _local(root: str | Path) -> Path | None:
+    if isinstance(root, Path):
+        return root
+    if root.startswith("file://"):
+        return Path(root.removeprefix("file://"))
+    return None if "://" in root else Path(root)
+
+
 class ObjectStore:
-    """Immutable blobs on a local disk, addressed by sha256.
+    """Immutable blobs addressed by sha256, in a local folder or behind an fsspec URL.
 
     Args:
-        root_dir: the ``objects`` folder; created if missing.
+        root: the ``objects`` folder, or an fsspec URL such as ``memory://objects``;
+            created if missing.
+        storage_options: passed to fsspec for a URL root (credentials, endpoints).
     """
 
-    def __init__(self, root_dir: str | Path) -> None:
-        self.root = Path(root_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        local = _local(root)
+        self._fs: Any | None = None
+        if local is not None:
+            self.root: Path | str = local
+            self.url = local.absolute().as_uri()
+            local.mkdir(parents=True, exist_ok=True)
+            return
+        import fsspec
+
+        try:
+            self._fs, self._base = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open object store {root!r}: {exc}") from None
+        self.root = self.url = str(root)
+        self._base = self._base.rstrip("/")
+        self._fs.makedirs(self._base, exist_ok=True)
+        protocols = self._fs.protocol
+        protocols = (protocols,) if isinstance(protocols, str) else protocols
+        self._atomic_put = bool(_ATOMIC_PUT.intersection(protocols))
+
+    @property
+    def is_local(self) -> bool:
+        """Whether objects are files on this machine (``path()`` works)."""
+        return self._fs is None
 
     def path(self, sha: str) -> Path:
-        """Where the object ``sha`` lives (whether or not it exists)."""
+        """Where the object ``sha`` lives on the local disk (whether or not it exists).
+
+        Raises:
+            StoreError: the store is not local (use ``get``).
+        """
         check_sha(sha)
+        if self._fs is not None:
+            raise StoreError(f"objects at {self.url} are not on a local disk: read them with get()")
+        assert isinstance(self.root, Path)
         return self.root / sha[:2] / sha[2:]
 
+    def _key(self, sha: str) -> str:
+        check_sha(sha)
+        return f"{self._base}/{sha[:2]}/{sha[2:]}"
+
     def exists(self, sha: str) -> bool:
-        return self.path(sha).is_file()
+        if self._fs is None:
+            return self.path(sha).is_file()
+        return bool(self._fs.isfile(self._key(sha)))
+
+    def size(self, sha: str) -> int:
+        """Size in bytes of object ``sha``; StoreError if it is missing."""
+        try:
+            if self._fs is None:
+                return self.path(sha).stat().st_size
+            return int(self._fs.size(self._key(sha)))
+        except FileNotFoundError:
+            raise StoreError(f"object {sha} is missing") from None
 
     def put(self, data: bytes) -> str:
         """Store ``data`` and return its sha256 hex; storing the same bytes again is a no-op.
@@ -69,16 +131,24 @@ class ObjectStore:
             raise StoreError(f"object data must be bytes, got {type(data).__name__}")
         data = bytes(data)
         sha = hashlib.sha256(data).hexdigest()
+        if self._fs is None:
+            self._put_local(sha, data)
+        else:
+            # Rewriting an existing object is the portable way to refresh its mtime.
+            self._put_remote(sha, data)
+        return sha
+
+    def _put_local(self, sha: str, data: bytes) -> None:
         final = self.path(sha)
         if final.is_file():
             with contextlib.suppress(FileNotFoundError):
                 os.utime(final)
             if final.is_file():
-                return sha
+                return
         shard = final.parent
         if not shard.is_dir():
             shard.mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+            _fsync_dir(shard.parent)
         fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=shard)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -91,25 +161,50 @@ class ObjectStore:
                 os.unlink(tmp)
             raise
         _fsync_dir(shard)
-        return sha
+
+    def _put_remote(self, sha: str, data: bytes) -> None:
+        assert self._fs is not None
+        key = self._key(sha)
+        if self._atomic_put:
+            self._fs.pipe_file(key, data)
+            return
+        tmp = f"{self._base}/{sha[:2]}/{_TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            self._fs.pipe_file(tmp, data)
+            self._fs.mv(tmp, key)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rm_file(tmp)
+            raise
 
     def get(self, sha: str) -> bytes:
         """The bytes of object ``sha``; StoreError if it is missing."""
         try:
-            return self.path(sha).read_bytes()
+            if self._fs is None:
+                return self.path(sha).read_bytes()
+            return bytes(self._fs.cat_file(self._key(sha)))
         except FileNotFoundError:
             raise StoreError(f"object {sha} is missing") from None
 
     def delete(self, sha: str) -> bool:
         """Remove object ``sha``; returns whether it existed."""
         try:
-            self.path(sha).unlink()
+            if self._fs is None:
+                self.path(sha).unlink()
+            else:
+                self._fs.rm_file(self._key(sha))
         except FileNotFoundError:
             return False
         return True
 
     def iter_objects(self) -> Iterator[tuple[str, float]]:
         """Yield ``(sha, mtime)`` of every stored object; temp files and strays are skipped."""
+        if self._fs is not None:
+            for name, mtime in self._remote_files():
+                sha = "".join(name.split("/")[-2:])
+                if _SHA_RE.fullmatch(sha):
+                    yield sha, mtime
+            return
         for shard in self._shards():
             with os.scandir(shard) as entries:
                 for entry in entries:
@@ -122,6 +217,13 @@ class ObjectStore:
         """Remove temp files left by writers that died mid-write; returns how many."""
         cutoff = time.time() - older_than_s
         removed = 0
+        if self._fs is not None:
+            for name, mtime in self._remote_files():
+                if name.rsplit("/", 1)[-1].startswith(_TEMP_PREFIX) and mtime <= cutoff:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._fs.rm_file(name)
+                        removed += 1
+            return removed
         for shard in self._shards():
             for tmp in shard.glob(_TEMP_PREFIX + "*"):
                 with contextlib.suppress(FileNotFoundError):
@@ -130,7 +232,14 @@ class ObjectStore:
                         removed += 1
         return removed
 
+    def _remote_files(self) -> Iterator[tuple[str, float]]:
+        assert self._fs is not None
+        for name, info in sorted(self._fs.find(self._base, detail=True).items()):
+            if info.get("type", "file") == "file" and len(name.split("/")[-2]) == 2:
+                yield name, _mtime(info)
+
     def _shards(self) -> Iterator[Path]:
+        assert isinstance(self.root, Path)
         with os.scandir(self.root) as entries:
             shards = [
                 Path(e.path)
@@ -138,6 +247,21 @@ class ObjectStore:
                 if len(e.name) == 2 and e.is_dir(follow_symlinks=False) and _is_hex(e.name)
             ]
         yield from sorted(shards)
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    """Modification time from an fsspec listing, whichever key and type the backend uses."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    # Unknown age: treat as brand new, so a collection's grace period keeps it.
+    return time.time()
 
 
 def _is_hex(name: str) -> bool:

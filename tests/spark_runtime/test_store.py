@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 from dataclasses import dataclass
 
 import pytest
 import torch
+from sqlalchemy import create_engine, text
 
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store import store as store_module
@@ -18,8 +18,10 @@ TABLES = ("run", "branch", "snapshot", "individual", "rating")
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "data")
+def store(tmp_path, store_url):
+    # store_url (tests/spark_runtime/conftest.py): every test runs on SQLite and PostgreSQL.
+    s = Store(tmp_path / "data", db_url=store_url)
+    s.db_url = store_url
     yield s
     s.close()
 
@@ -71,8 +73,10 @@ def chain(store, branch, length, tag="main", parent=None, **kw):
 
 def counts(store):
     # Read through a separate plain connection: what another process would see.
-    with sqlite3.connect(store.root / "imagery.db") as db:
-        rows = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+    engine = create_engine(store.db_url)
+    with engine.connect() as db:
+        rows = {t: db.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+    engine.dispose()
     rows["objects"] = sum(1 for _ in store.objects.iter_objects())
     return rows
 
@@ -88,7 +92,7 @@ def test_run_round_trip_and_reopen(store, tmp_path):
     main = store.get_branch(run.id)
     assert (main.name, main.head_snapshot_id) == ("main", None)
     store.close()
-    reopened = Store(tmp_path / "data")
+    reopened = Store(tmp_path / "data", db_url=store.db_url)
     assert [r.id for r in reopened.list_runs()] == [run.id]
     assert reopened.get_run(run.id).generator_config == {"depth": 3}
     assert [b.name for b in reopened.list_branches(run.id)] == ["main"]
@@ -177,7 +181,7 @@ def test_bad_commits_change_nothing(store):
 def test_second_writer_on_a_stale_head_is_told_to_reload(store, tmp_path):
     main = store.get_branch(new_run(store).id)
     g0 = commit(store, main, None, "main")
-    other = Store(tmp_path / "data")
+    other = Store(tmp_path / "data", db_url=store.db_url)
     winner = commit(other, main, g0, "winner")
     with pytest.raises(StoreError, match="branch 'main' moved; reload"):
         commit(store, main, g0, "loser")
@@ -397,7 +401,7 @@ def test_concurrent_writers_on_one_folder_all_land(store, tmp_path):
 
     def writer(k):
         try:
-            with Store(tmp_path / "data") as mine:
+            with Store(tmp_path / "data", db_url=store.db_url) as mine:
                 for j in range(10):
                     events = [RatingInput("score", (k + j) % 4, j % 6), RatingInput("pick", k % 4)]
                     mine.add_ratings(snap.id, events, f"s{k}")

@@ -21,7 +21,21 @@ def imagery(capsys, store: Path, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture()
 def run(tmp_path: Path, capsys) -> Path:
-    code, out, _ = imagery(capsys, tmp_path, "new", "--generator", "cppn", "--population", "6", "--size", "32", "--seed", "1", "--name", "demo")
+    code, out, _ = imagery(
+        capsys,
+        tmp_path,
+        "new",
+        "--generator",
+        "cppn",
+        "--population",
+        "6",
+        "--size",
+        "32",
+        "--seed",
+        "1",
+        "--name",
+        "demo",
+    )
     assert code == 0 and len(out) == 12
     return tmp_path
 
@@ -29,8 +43,19 @@ def run(tmp_path: Path, capsys) -> Path:
 def counts(store_dir: Path) -> tuple[int, ...]:
     with Store(store_dir) as store:
         runs = store.list_runs()
-        snapshots = sum(len(store.history(b)) for r in runs for b in store.list_branches(r.id) if b.head_snapshot_id)
-        ratings = sum(len(store.ratings(s.id)) for r in runs for b in store.list_branches(r.id) if b.head_snapshot_id for s in store.history(b))
+        snapshots = sum(
+            len(store.history(b))
+            for r in runs
+            for b in store.list_branches(r.id)
+            if b.head_snapshot_id
+        )
+        ratings = sum(
+            len(store.ratings(s.id))
+            for r in runs
+            for b in store.list_branches(r.id)
+            if b.head_snapshot_id
+            for s in store.history(b)
+        )
         branches = sum(len(store.list_branches(r.id)) for r in runs)
         objects = sum(1 for _ in store.objects.iter_objects())
         return len(runs), branches, snapshots, ratings, objects
@@ -84,7 +109,10 @@ def test_gc_removes_what_no_branch_reaches(run: Path, capsys) -> None:
         (["fork", "demo@7", "--name", "x"], "out of range"),
         (["fork", "demo@x", "--name", "x"], "bad generation"),
         (["export", "demo@3", "out"], "out of range"),
-        (["run", "demo", "--generations", "1", "--fitness", "target:/no/such.png"], "cannot read target image"),
+        (
+            ["run", "demo", "--generations", "1", "--fitness", "target:/no/such.png"],
+            "cannot read target image",
+        ),
         (["run", "demo", "--generations", "1", "--fitness", "beauty"], "unknown fitness"),
         (["new", "--size", "0", "--name", "a"], "image size"),
         (["new", "--size", "100000", "--name", "b"], "image size"),
@@ -107,14 +135,18 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(run: Path, capsys, arg
 def test_unreadable_target_image(run: Path, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    code, _, err = imagery(capsys, run, "run", "demo", "--generations", "1", "--fitness", f"target:{bad}")
+    code, _, err = imagery(
+        capsys, run, "run", "demo", "--generations", "1", "--fitness", f"target:{bad}"
+    )
     assert code == 2 and "not a readable image" in err
 
 
 def test_target_fitness_run_gets_closer(run: Path, capsys, tmp_path: Path) -> None:
     target = tmp_path / "t.png"
     Image.new("RGB", (32, 32), (250, 40, 40)).save(target)
-    code, out, _ = imagery(capsys, run, "run", "demo", "--generations", "4", "--fitness", f"target:{target}")
+    code, out, _ = imagery(
+        capsys, run, "run", "demo", "--generations", "4", "--fitness", f"target:{target}"
+    )
     assert code == 0
     with Store(run) as store:
         history = store.history(store.get_branch("demo"))

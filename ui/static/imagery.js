@@ -236,14 +236,14 @@
     img.src = src;
   }
 
-  /* Bench hook: when every image of a render is on screen, note how long it took since Enter. */
+  /* Bench hook: when every cell shows an image of the latest render, note the time since Enter. */
   function seen(t) {
     const r = ui.rendering || ui.lastRender;
     if (!r || r.visible != null) return;
-    const cells = ui.els.grid.querySelectorAll(".im-cell");
-    if (Array.from(cells).every((c) => !c.classList.contains("im-wait")) && r.images >= cells.length) {
+    const cells = Array.from(ui.els.grid.querySelectorAll(".im-cell"));
+    if (cells.every((c) => c.dataset.render === String(r.start) && !c.classList.contains("im-wait"))) {
       r.visible = t;
-      ui.perf.push({ kind: "evolve", start: r.start, visible: t, n: cells.length });
+      ui.perf.push({ kind: "evolve", start: r.start, visible: t, n: cells.length, trace: r.trace });
     }
   }
 
@@ -287,7 +287,13 @@
   // --- evolve, undo, fork ------------------------------------------------------------------
   async function evolve(start) {
     const st = ui.st;
-    if (!st || ui.rendering) return;
+    if (!st) return;
+    if (ui.rendering) {
+      // Every image is in and the commit is a moment away: run this Enter right after it.
+      if (ui.rendering.images >= st.snapshot.thumbs.length) ui.queuedEvolve = start;
+      else flash("still rendering: Enter again once the images are in");
+      return;
+    }
     if (!st.is_head) return flash(`you are viewing generation ${st.snapshot.generation}: press f to fork from it, or h to go back to the head`, true);
     const render = { start, parent: st.snapshot.id, images: 0, visible: null };
     ui.rendering = render;
@@ -316,6 +322,7 @@
       if (!render.done) throw new Error("the connection closed before the generation was stored; reloading");
     } catch (err) {
       render.failed = true;
+      ui.queuedEvolve = null;
       const dropped = outbox.dropUnresolved(render.parent);
       flash(err.message + (dropped ? ` (${dropped} rating(s) on the unfinished generation dropped)` : ""), true);
       ui.rendering = null;
@@ -325,6 +332,7 @@
   }
 
   function onEvolveEvent(ev, render) {
+    (render.trace = render.trace || []).push([ev.type, Math.round(performance.now() - render.start)]);
     if (ev.type === "start") {
       render.started = true;
       ui.scores = {};
@@ -337,7 +345,10 @@
     } else if (ev.type === "image") {
       render.images += 1;
       const cell = ui.els.grid.children[ev.position];
-      if (cell) setImage(cell, obj(ev.thumb));
+      if (cell) {
+        cell.dataset.render = String(render.start);
+        setImage(cell, obj(ev.thumb));
+      }
     } else if (ev.type === "done") {
       render.done = true;
       ui.rendering = null;
@@ -345,6 +356,12 @@
       outbox.resolve(render.parent, ev.state.snapshot.id);
       progress(null);
       show(ev.state);
+      requestAnimationFrame(seen);
+      if (ui.queuedEvolve != null) {
+        const queued = ui.queuedEvolve;
+        ui.queuedEvolve = null;
+        setTimeout(() => evolve(queued));
+      }
     } else if (ev.type === "error") {
       throw new Error(ev.message);
     }
@@ -504,6 +521,6 @@
   window.Imagery = {
     mount,
     open: (run, branch) => { closeOverlay(); open(run, branch || "main"); },
-    debug: () => ({ session, st: ui.st, focus: ui.focus, scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
+    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
   };
 })();

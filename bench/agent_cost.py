@@ -1,0 +1,120 @@
+"""Benchmark: what the agent adds to the time of a generation, measured in one run.
+
+Two sessions of the same run spec (CPPN, population 16, 256 px by default) are steered by
+the same simulated rater, generation by generation in alternation so both see the same load
+on the machine. One evolves plainly; the other has an agent attached (k = 4 by default),
+which fits its preference model on the branch's ratings, renders k times more children
+small, screens them and records its predictions. The script prints the median time of a
+plain generation, the median time the agent spends per generation (timed inside its hooks:
+fit, small renders, features, screening, recording) and their ratio; the acceptance is a
+ratio under 0.20. It also prints the whole agent generation's time, which includes
+rendering different pictures and so varies with their complexity.
+
+Usage::
+
+    python bench/agent_cost.py [--population 16] [--size 256] [--k 4]
+                               [--warmup 15] [--generations 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evolve.agent import Agent, AgentConfig  # noqa: E402
+from evolve.session import RunSpec, Session  # noqa: E402
+from spark_runtime.image_codec import decode  # noqa: E402
+from spark_runtime.store import Store  # noqa: E402
+
+
+def rate(session: Session) -> None:
+    """A rater who likes warm, bright pictures, scoring everything shown relative to the grid."""
+    head = session.head()
+    thumbs = [decode(session.store.objects.get(h)).resize((32, 32)) for h in head.thumbs]
+    x = np.stack([np.asarray(t, dtype=np.float64) / 255.0 for t in thumbs])
+    taste = x[..., 0].mean(axis=(1, 2)) + 0.5 * x.mean(axis=(1, 2, 3)) - x[..., 2].mean(axis=(1, 2))
+    spread = max(float(taste.max() - taste.min()), 1e-9)
+    session.rate({i: round(5 * (v - taste.min()) / spread) for i, v in enumerate(taste)})
+
+
+class TimedAgent(Agent):
+    """An agent that adds up the wall time spent in its session hooks."""
+
+    spent = 0.0
+
+    def screener(self, session, head):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        choose, k = super().screener(session, head)
+        self.spent += time.perf_counter() - start
+
+        def timed(children, places):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            try:
+                return choose(children, places)
+            finally:
+                self.spent += time.perf_counter() - start
+
+        return timed, k
+
+    def record(self, session, head, population):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return super().record(session, head, population)
+        finally:
+            self.spent += time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=15, help="rated generations before timing")
+    parser.add_argument("--generations", type=int, default=10, help="generations timed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    spec = RunSpec(name="cost", population=args.population, size=args.size, seed=7)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Session.create(Store(Path(tmp) / "plain"), spec)
+        screened = Session.create(Store(Path(tmp) / "agent"), spec)
+        agent = TimedAgent(AgentConfig(offspring_factor=args.k))
+        screened.agent = agent
+        plain_times, agent_times, agent_spent = [], [], []
+        for generation in range(args.warmup + args.generations):
+            for session, times in ((plain, plain_times), (screened, agent_times)):
+                rate(session)
+                agent.spent = 0.0
+                start = time.perf_counter()
+                session.evolve()
+                if generation >= args.warmup:
+                    times.append(time.perf_counter() - start)
+                    if session is screened:
+                        agent_spent.append(agent.spent)
+    plain_median = statistics.median(plain_times)
+    spent = statistics.median(agent_spent)
+    print(
+        f"CPPN population {args.population}, {args.size} px, k={args.k}, history of "
+        f"{args.warmup}..{args.warmup + args.generations} rated generations, torch threads {args.threads}"
+    )
+    print(
+        f"plain generation:            {1000 * plain_median:7.1f} ms (median of {len(plain_times)})"
+    )
+    print(
+        f"agent's own work per gen.:   {1000 * spent:7.1f} ms (fit, small renders, features, screening, record)"
+    )
+    print(f"whole generation with agent: {1000 * statistics.median(agent_times):7.1f} ms")
+    print(f"agent overhead / plain generation = {spent / plain_median:.3f} (acceptance: < 0.20)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""The agent: learns a person's taste from their ratings and does the first pass for them.
+
+Attached to a session (``Agent.for_session``), the agent changes one thing in the loop: the
+engine breeds ``k`` times more children than there are places, the agent renders them small
+in one batched call, predicts how the person would rate each (``PreferenceModel`` over
+``agent_features``), and shows the best predicted mixed with the ones it is least sure about,
+never two near-duplicates (``screening.screen``). What it predicted for the generation it
+shows is stored in that snapshot's settings under ``"agent"``, so the predicted scores and
+the agreement figure read back from the store like everything else.
+
+Everything it does is a function of the store: the model is fitted on the rating events of
+the branch (or the whole run), tie-breaks are seeded from the snapshot's own RNG state, and
+features depend only on genomes. The same store state gives the same next generation in any
+process. Caches only save work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from evolve import agent_data
+from evolve.agent_blas import single_blas_thread
+from evolve.agent_data import AGENT_SESSION, Fitted, RatedSnapshot, person_group
+from evolve.agent_features import FeatureCache, FeatureMaker
+from evolve.agent_fitness import PreferenceFitness
+from evolve.embeddings import make_extractor
+from evolve.engine import Candidate, Screen
+from evolve.screening import MIN_DISTANCE, screen
+from evolve.screening import agreement as _agreement
+from evolve.session import SessionError
+from spark_runtime.store import RatingInput
+
+__all__ = [
+    "AGENT_SESSION",
+    "Agent",
+    "AgentConfig",
+    "AgentError",
+    "PreferenceFitness",
+    "Prediction",
+    "autopilot",
+]
+
+Progress = Callable[[int, int], None]
+_FITS_KEPT = 8
+
+
+class AgentError(SessionError):
+    """Bad agent settings or request; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent screens and learns.
+
+    Attributes:
+        offspring_factor: k: children bred per place shown (1 = no screening).
+        explore: share of the shown places given to the candidates it is least sure about.
+        beta: optimism of the exploit ranking (mean + beta * std).
+        min_distance: near-duplicate threshold for screening (feature RMS, in spreads).
+        feature_size: edge in pixels of the small renders features are computed from.
+        l2: prior precision of the preference model (larger = slower to form opinions).
+        history: most recent rated generations the model learns from.
+        scope: ``"branch"`` (this branch's line) or ``"run"`` (every branch of the run).
+        extractor: image features: ``"stats"`` or ``"clip:/path/to/model"``.
+        layout: use the colour-layout features.
+        genome: use the genome-summary features.
+    """
+
+    offspring_factor: int = 4
+    explore: float = 0.25
+    beta: float = 0.0
+    min_distance: float = MIN_DISTANCE
+    feature_size: int = 32
+    l2: float = 1.0
+    history: int = 40
+    scope: str = "branch"
+    extractor: str = "stats"
+    layout: bool = True
+    genome: bool = True
+
+    def __post_init__(self) -> None:
+        k = self.offspring_factor
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
+            raise AgentError(f"offspring factor k must be a whole number from 1 to 64, got {k!r}")
+        if not 0.0 <= self.explore <= 1.0:
+            raise AgentError(f"explore share must be within 0..1, got {self.explore!r}")
+        size = self.feature_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 8:
+            raise AgentError(f"feature size must be a multiple of 8 of at least 16, got {size!r}")
+        if not self.l2 > 0 or not self.min_distance >= 0:
+            raise AgentError("l2 must be positive and min_distance non-negative")
+        if isinstance(self.history, bool) or not isinstance(self.history, int) or self.history < 1:
+            raise AgentError(f"history must be at least 1 generation, got {self.history!r}")
+        if self.scope not in ("branch", "run"):
+            raise AgentError(f"scope must be 'branch' or 'run', got {self.scope!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AgentError(
+                f"unknown agent setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> AgentConfig:
+        return AgentConfig.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The agent's view of one generation, one entry per position.
+
+    Attributes:
+        scores: predicted score 0..5 on the person's own scale (what the UI shows).
+        utility: the model's utility (only its order matters; used for agreement).
+        std: uncertainty of the utility (the model's Laplace std, utility units).
+        comparisons: how many comparisons the model had learned from (0 = no opinion yet).
+        recorded: True when read from the snapshot (predicted before it was shown).
+    """
+
+    scores: tuple[float, ...]
+    utility: tuple[float, ...]
+    std: tuple[float, ...]
+    comparisons: int
+    recorded: bool = False
+
+    def to_record(self, config: AgentConfig) -> dict[str, Any]:
+        """The JSON stored in a snapshot's ``settings["agent"]``."""
+
+        def rounded(values: Sequence[float]) -> list[float]:
+            return [round(float(v), 4) for v in values]
+
+        return {
+            "predicted": rounded(self.scores),
+            "utility": rounded(self.utility),
+            "std": rounded(self.std),
+            "comparisons": self.comparisons,
+            "k": config.offspring_factor,
+            "explore": config.explore,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Prediction:
+        return cls(
+            scores=tuple(record["predicted"]),
+            utility=tuple(record["utility"]),
+            std=tuple(record["std"]),
+            comparisons=int(record.get("comparisons", 0)),
+            recorded=True,
+        )
+
+
+class Agent:
+    """A preference model per branch (or run) that screens what the person sees.
+
+    Args:
+        config: screening and learning settings.
+        cache: feature rows to share with another agent that computes features the same way.
+    """
+
+    def __init__(
+        self, config: AgentConfig | None = None, cache: FeatureCache | None = None
+    ) -> None:
+        self.config = config or AgentConfig()
+        c = self.config
+        if cache is None:
+            extractor = None if c.extractor == "stats" else _extractor(c.extractor)
+            cache = FeatureCache(FeatureMaker(c.feature_size, extractor, c.layout, c.genome))
+        self.features = cache
+        self._fits: OrderedDict[tuple[Any, ...], Fitted] = OrderedDict()
+        self._pending: tuple[str, Fitted] | None = None
+
+    @classmethod
+    def for_session(cls, session: Any, config: AgentConfig | None = None) -> Agent:
+        """A new agent attached to ``session``: its ``evolve`` now screens through it."""
+        agent = cls(config)
+        session.agent = agent
+        return agent
+
+    def with_config(self, **changes: Any) -> Agent:
+        """The same agent with other settings; shares feature rows when they stay valid."""
+        config = self.config.replace(**changes)
+        same = ("feature_size", "extractor", "layout", "genome")
+        shared = all(getattr(config, f) == getattr(self.config, f) for f in same)
+        other = Agent(config, self.features if shared else None)
+        if shared and (config.l2, config.history, config.scope) == (
+            self.config.l2,
+            self.config.history,
+            self.config.scope,
+        ):
+            other._fits = self._fits
+        return other
+
+    # ---- learning -----------------------------------------------------------------------
+
+    def fit(self, session: Any, through: Any | None = None) -> Fitted:
+        """The model fitted on the person's ratings of ``through`` (default: the head) and
+        the generations before it; with ``scope="run"``, also of the run's other branches."""
+        through = through or session.head()
+        store = session.store
+        snapshots = self._training_snapshots(session, through)
+        rated = agent_data.rated_snapshots(store, snapshots, self.config.history)
+        key = tuple((r.snapshot.id, r.rating_ids) for r in rated)
+        if key in self._fits:
+            self._fits.move_to_end(key)
+            return self._fits[key]
+        render = _renderer(session)
+        self.features.fill(
+            [(r.snapshot.population, _genomes(store, r.snapshot)) for r in rated], render
+        )
+
+        def rows(r: RatedSnapshot) -> np.ndarray:
+            return self.features.get(r.snapshot.population, _genomes(store, r.snapshot), render)
+
+        fitted = agent_data.fit(rated, rows, self.config.l2, self.features.maker.name)
+        self._fits[key] = fitted
+        while len(self._fits) > _FITS_KEPT:
+            self._fits.popitem(last=False)
+        return fitted
+
+    def _training_snapshots(self, session: Any, through: Any) -> list[Any]:
+        store = session.store
+        history = store.history(session.branch)
+        ids = [s.id for s in history]
+        if through.id in ids:
+            line, later = (
+                history[: ids.index(through.id) + 1],
+                set(ids[ids.index(through.id) + 1 :]),
+            )
+        else:  # a snapshot off this branch's current line: walk its parents
+            line, later = [through], set()
+            while line[-1].parent_id is not None:
+                line.append(store.get_snapshot(line[-1].parent_id))
+            line.reverse()
+        if self.config.scope == "branch":
+            return line
+        seen = {s.id for s in line} | later
+        others: dict[str, Any] = {}
+        for branch in store.list_branches(session.run.id):
+            for s in store.history(branch):
+                if s.id not in seen:
+                    others.setdefault(s.id, s)
+        # Stable order, oldest first, so the window keeps the newest generations.
+        return sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
+
+    # ---- predicting ---------------------------------------------------------------------
+
+    def predict(self, session: Any, fitted: Fitted, candidates: Sequence[Candidate]) -> Prediction:
+        """Predictions of ``fitted`` for candidates (rendered small if not seen before)."""
+        x = self.features.get(
+            [c.id for c in candidates], [c.genome for c in candidates], _renderer(session)
+        )
+        return _prediction(fitted, x)
+
+    def predict_for_snapshot(self, session: Any, snapshot: Any | None = None) -> Prediction:
+        """What the agent thinks of each position of a snapshot (default: the head).
+
+        The predictions recorded when the snapshot was made, if the agent made it; otherwise
+        those of a model fitted on the generations before it (never on its own ratings).
+        """
+        snapshot = snapshot or session.head()
+        record = (snapshot.settings or {}).get("agent")
+        if isinstance(record, dict) and "predicted" in record:
+            return Prediction.from_record(record)
+        store = session.store
+        if snapshot.parent_id is None:
+            fitted = agent_data.fit([], lambda r: np.zeros((0, 0)), self.config.l2, "")
+        else:
+            fitted = self.fit(session, store.get_snapshot(snapshot.parent_id))
+        x = self.features.get(snapshot.population, _genomes(store, snapshot), _renderer(session))
+        return _prediction(fitted, x)
+
+    def agreement(self, session: Any, last: int | None = None) -> float:
+        """How often the person's choices fell in the agent's top half of what it showed.
+
+        Over the branch's generations the agent made (the last ``last`` of them if given): a
+        person's picks and pairwise winners, or else their top-scored candidates, each count
+        1 when the recorded prediction put them above the median shown, 1/2 at it, 0 below.
+        0.5 is chance. NaN until the person has chosen something in a generation the agent made.
+        """
+        hits, count = 0.0, 0
+        history = session.store.history(session.branch)
+        made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
+        for snapshot in made[-last:] if last else made:
+            rated = person_group(session.store, snapshot)
+            if rated is None:
+                continue
+            chosen = _chosen(rated)
+            if chosen:
+                utility = np.asarray(snapshot.settings["agent"]["utility"], dtype=np.float64)
+                hits += _agreement(chosen, utility) * len(chosen)
+                count += len(chosen)
+        return hits / count if count else float("nan")
+
+    # ---- the session hooks --------------------------------------------------------------
+
+    def screener(self, session: Any, head: Any) -> tuple[Screen, int]:
+        """The engine's ``screen`` for breeding from ``head``, and the offspring factor k."""
+        fitted = self.fit(session, head)
+        self._pending = (head.id, fitted)
+        c = self.config
+
+        def choose(children: Sequence[Candidate], places: int) -> list[int]:
+            x = self.features.get(
+                [ch.id for ch in children], [ch.genome for ch in children], _renderer(session)
+            )
+            mean, std = fitted.model.predict(x)
+            cols = self.features.maker.image_columns(x.shape[1])
+            scale = fitted.model.scale
+            return screen(
+                mean,
+                std,
+                x[:, cols],
+                places,
+                _screen_rng(head),
+                explore=c.explore,
+                min_distance=c.min_distance,
+                beta=c.beta,
+                scale=None if scale is None else scale[cols],
+            )
+
+        return choose, c.offspring_factor
+
+    def record(self, session: Any, head: Any, population: Sequence[Candidate]) -> dict[str, Any]:
+        """The ``settings["agent"]`` entry for the generation bred from ``head``."""
+        if self._pending is not None and self._pending[0] == head.id:
+            fitted = self._pending[1]
+        else:
+            fitted = self.fit(session, head)
+        self._pending = None
+        return self.predict(session, fitted, population).to_record(self.config)
+
+
+def autopilot(
+    session: Any, generations: int, progress: Progress | None = None, agent: Agent | None = None
+) -> Any:
+    """Let the agent evolve ``generations`` generations on its own, then hand back.
+
+    Each generation the agent scores the head's candidates with its model (rating events
+    of session ``AGENT_SESSION``; positions the person already scored keep their score),
+    and the session evolves with the agent screening, exploiting only: with nobody to
+    answer, there is nothing to explore for. The generations are ordinary snapshots.
+
+    Args:
+        session: the session to drive; its own agent is used unless ``agent`` is given.
+        generations: how many generations to make (>= 1).
+        progress: called as ``progress(done, generations)`` after each.
+        agent: the agent to use (default the session's, else a new default one).
+
+    Returns:
+        The new head snapshot.
+    """
+    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
+        raise AgentError(f"autopilot needs at least 1 generation, got {generations!r}")
+    base = agent or getattr(session, "agent", None) or Agent()
+    pilot = base.with_config(explore=0.0)
+    saved = getattr(session, "agent", None)
+    session.agent = pilot
+    try:
+        for done in range(generations):
+            head = session.head()
+            fitted = pilot.fit(session, head)
+            candidates = session.candidates(head)
+            x = pilot.features.get(
+                [c.id for c in candidates], [c.genome for c in candidates], _renderer(session)
+            )
+            utility, _ = fitted.model.predict(x)
+            scored = person_group(session.store, head)
+            taken = set(scored.group.scores) if scored else set()
+            events = [
+                RatingInput(kind="score", position=i, value=round(float(s), 4))
+                for i, s in enumerate(fitted.squash(utility))
+                if i not in taken
+            ]
+            if events:
+                session.store.add_ratings(head.id, events, session=AGENT_SESSION)
+            session.evolve()
+            if progress:
+                progress(done + 1, generations)
+    finally:
+        session.agent = saved
+    return session.head()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _extractor(spec: str) -> Any:
+    try:
+        return make_extractor(spec)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
+
+
+def _renderer(session: Any) -> Callable[[Sequence[dict[str, Any]], int], Sequence[Any]]:
+    def render(genomes: Sequence[dict[str, Any]], size: int) -> Sequence[Any]:
+        return session.spark.render(list(genomes), size)
+
+    return render
+
+
+def _genomes(store: Any, snapshot: Any) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: store.genomes(snapshot)
+
+
+def _screen_rng(head: Any) -> np.random.Generator:
+    """Tie-breaking randomness that is a function of the head alone (its RNG state and
+    population are the same in any store that holds the same run)."""
+    text = json.dumps(head.rng_state, sort_keys=True) + "|" + ",".join(head.population)
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def _prediction(fitted: Fitted, x: np.ndarray) -> Prediction:
+    with single_blas_thread():
+        mean, std = fitted.model.predict(x)
+        scores = fitted.model.score(x)
+    return Prediction(
+        scores=tuple(float(v) for v in scores),
+        utility=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        comparisons=fitted.model.n_comparisons,
+    )
+
+
+def _chosen(rated: RatedSnapshot) -> list[int]:
+    """What the person chose in a generation: picks and pair winners, else the top score."""
+    group = rated.group
+    chosen = set(group.picks) | {w for w, _ in group.pairs}
+    if not chosen and group.scores:
+        values = {p: v for p, v in group.scores.items() if v is not None}
+        if values and len(set(values.values())) > 1:
+            top = max(values.values())
+            chosen = {p for p, v in values.items() if v == top}
+    return sorted(chosen)

@@ -1,0 +1,127 @@
+"""What the agent learns from: a person's rating events in the store, folded per generation.
+
+Each snapshot a person rated becomes one ``RatingGroup``: their current scores and picks
+(the store's fold: the latest event per session and position wins) and every pairwise
+outcome. The agent's own scores (session ``AGENT_SESSION``, written by the autopilot) are left
+out, so the model never learns from itself.
+
+``Fitted`` is a fitted preference model plus the spread of its utilities over what it was
+trained on; ``squash`` uses that spread to put utilities on the 0..5 scale without ever
+saturating, which is what selection needs (a clipped scale would tie every candidate that
+is better than anything rated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evolve.agent_blas import single_blas_thread
+from evolve.preference import PreferenceModel, RatingGroup, comparisons_from_events
+from spark_runtime.store import Store
+from spark_runtime.store.ratings import fold_picks, fold_scores, pair_outcomes
+
+#: The rating session the agent's own scores are stored under.
+AGENT_SESSION = "agent"
+
+
+@dataclass(frozen=True)
+class RatedSnapshot:
+    """One generation a person rated: the snapshot, what they said, and the events' ids."""
+
+    snapshot: Any
+    group: RatingGroup
+    rating_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted model and what it was fitted on.
+
+    Attributes:
+        model: the preference model.
+        spread: standard deviation of its utilities over the training candidates (> 0).
+        generations: rated generations it learned from.
+        ratings: rating events it learned from.
+    """
+
+    model: PreferenceModel
+    spread: float
+    generations: int
+    ratings: int
+
+    def squash(self, utility: np.ndarray) -> np.ndarray:
+        """Utilities on the 0..5 scale: 2.5 is the average rated candidate, never 0 or 5."""
+        return 5.0 / (1.0 + np.exp(-np.asarray(utility, dtype=np.float64) / self.spread))
+
+
+def person_group(store: Store, snapshot: Any) -> RatedSnapshot | None:
+    """The person's ratings of one snapshot, or None when they said nothing there."""
+    rows = [r for r in store.ratings(snapshot.id) if r.session != AGENT_SESSION]
+    if not rows:
+        return None
+    pairs: list[tuple[int, int | None]] = []
+    both_bad: list[tuple[int, int]] = []
+    for outcome in pair_outcomes(rows):
+        if outcome.outcome == "first":
+            pairs.append((outcome.first, outcome.second))
+        elif outcome.outcome == "both_good":
+            # Both were good: each weakly beats the rest of the generation.
+            pairs.extend([(outcome.first, None), (outcome.second, None)])
+        else:
+            both_bad.append((outcome.first, outcome.second))
+    group = RatingGroup(
+        n=len(snapshot.population),
+        scores=fold_scores(rows),
+        picks=frozenset(fold_picks(rows)),
+        pairs=tuple(pairs),
+        both_bad=tuple(both_bad),
+    )
+    if not (group.scores or group.picks or group.pairs or group.both_bad):
+        return None
+    return RatedSnapshot(snapshot, group, tuple(r.id or 0 for r in rows))
+
+
+def rated_snapshots(store: Store, snapshots: Sequence[Any], window: int) -> list[RatedSnapshot]:
+    """The newest ``window`` rated snapshots among ``snapshots`` (oldest first)."""
+    found: list[RatedSnapshot] = []
+    for snapshot in reversed(snapshots):
+        if len(found) >= window:
+            break
+        rated = person_group(store, snapshot)
+        if rated is not None:
+            found.append(rated)
+    return found[::-1]
+
+
+def fit(
+    rated: Sequence[RatedSnapshot],
+    features: Callable[[RatedSnapshot], np.ndarray],
+    l2: float,
+    extractor: str,
+) -> Fitted:
+    """Fit a preference model on the rated snapshots.
+
+    Args:
+        rated: what the person said, per generation.
+        features: feature rows of a rated snapshot's population, in display order.
+        l2: prior precision of the model.
+        extractor: the feature kind's name, saved with the model.
+    """
+    if not rated:
+        return Fitted(PreferenceModel(l2=l2, extractor=extractor), 1.0, 0, 0)
+    x = np.concatenate([features(r) for r in rated])
+    comparisons = comparisons_from_events([r.group for r in rated])
+    with single_blas_thread():
+        model = PreferenceModel.fit(x, comparisons, l2=l2, extractor=extractor)
+        utility, _ = model.predict(x)
+    spread = float(utility.std()) if model.is_fitted else 0.0
+    return Fitted(
+        model,
+        spread if spread > 1e-6 else 1.0,
+        generations=len(rated),
+        ratings=sum(len(r.rating_ids) for r in rated),
+    )

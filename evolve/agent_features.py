@@ -1,0 +1,164 @@
+"""What the agent sees of a candidate: image statistics, colour layout and a genome summary.
+
+Image statistics (``evolve.features`` or a pluggable extractor) say *what kind* of picture it
+is: colourful, contrasty, symmetric, busy. The colour layout says *where* things are: the
+mean colour of each cell of a coarse grid, and its square. The squares are there because a
+person's taste is often "this colour there": with them, a utility that is linear in the
+features can express "close to some colour in that cell" (``-(x - t)^2 = -x^2 + 2tx - t^2``),
+not only "more red is better".
+
+Features of a candidate depend only on its picture (and genome), so ``FeatureCache`` keeps
+them by individual id: a content hash, so the same genome always gets the same row.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from evolve.embeddings import EmbeddingExtractor
+from evolve.features import GENOME_FEATURE_NAMES, genome_features, image_features
+
+LAYOUT_GRID = 4
+_CACHE_SIZE = 50_000
+
+# Renders genomes at a small size, one batched call: (genomes, size) -> PIL images.
+Render = Callable[[Sequence[dict[str, Any]], int], Sequence[Image.Image]]
+# Genomes in the order of their ids, or a function that reads them when they are needed.
+GenomeSource = Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]]
+
+
+def layout_features(images: Sequence[Image.Image], grid: int = LAYOUT_GRID) -> np.ndarray:
+    """Mean colour (0..1) of each cell of a ``grid`` x ``grid`` layout, then their squares.
+
+    Returns:
+        ``float64`` ``[len(images), 2 * 3 * grid * grid]``.
+    """
+    if not images:
+        return np.zeros((0, 6 * grid * grid))
+    cells = []
+    for img in images:
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        # BOX averages every pixel of a cell exactly, so the result barely depends on the
+        # resolution the picture was rendered at.
+        small = rgb.resize((grid, grid), Image.Resampling.BOX)
+        cells.append(np.asarray(small, dtype=np.float64).reshape(-1) / 255.0)
+    x = np.stack(cells)
+    return np.concatenate([x, x * x], axis=1)
+
+
+class FeatureMaker:
+    """Turns pictures (and genomes) into the agent's feature rows.
+
+    Args:
+        size: edge in pixels the image statistics are computed at.
+        extractor: image features; None for the built-in statistics at ``size``.
+        layout: add the colour layout.
+        genome: add ``genome_features`` (only where genomes are known).
+    """
+
+    def __init__(
+        self,
+        size: int = 32,
+        extractor: EmbeddingExtractor | None = None,
+        layout: bool = True,
+        genome: bool = True,
+    ) -> None:
+        self.size = size
+        self.extractor = extractor
+        self.layout = layout
+        self.genome = genome
+
+    @property
+    def name(self) -> str:
+        parts = [self.extractor.name if self.extractor else f"stats{self.size}"]
+        if self.layout:
+            parts.append(f"layout{LAYOUT_GRID}")
+        if self.genome:
+            parts.append("genome")
+        return "+".join(parts)
+
+    def image_part(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Rows of the image-only features (statistics and layout)."""
+        if self.extractor is None:
+            stats = image_features(images, size=self.size)
+        else:
+            stats = np.asarray(self.extractor(images), dtype=np.float64)
+        parts = [stats]
+        if self.layout:
+            parts.append(layout_features(images))
+        return np.concatenate(parts, axis=1)
+
+    def rows(self, images: Sequence[Image.Image], genomes: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Full feature rows: the image part, then the genome summary if enabled."""
+        x = self.image_part(images)
+        if self.genome:
+            x = np.concatenate([x, genome_features(genomes)], axis=1)
+        return x
+
+    def image_columns(self, width: int) -> slice:
+        """The columns of a full row that describe the picture (for near-duplicate tests)."""
+        if not self.genome:
+            return slice(0, width)
+        return slice(0, width - len(GENOME_FEATURE_NAMES))
+
+
+class FeatureCache:
+    """Feature rows by individual id, computed on first use with one batched render.
+
+    Args:
+        maker: how pictures become rows.
+        capacity: rows kept (least recently used dropped first).
+    """
+
+    def __init__(self, maker: FeatureMaker, capacity: int = _CACHE_SIZE) -> None:
+        self.maker = maker
+        self.capacity = capacity
+        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __contains__(self, individual_id: str) -> bool:
+        return individual_id in self._rows
+
+    def fill(
+        self,
+        wanted: Sequence[tuple[Sequence[str], GenomeSource]],
+        render: Render,
+    ) -> None:
+        """Compute the rows missing for several id lists with ONE batched render.
+
+        Args:
+            wanted: ``(ids, genomes)`` pairs: individual ids and their genomes in the same
+                order, or a function returning them (only called when some row is missing,
+                so a warm cache never reads genomes from the store).
+            render: the small renderer.
+        """
+        todo: dict[str, dict[str, Any]] = {}
+        for ids, genomes in wanted:
+            if all(key in self._rows or key in todo for key in ids):
+                continue
+            listed = genomes() if callable(genomes) else genomes
+            for key, genome in zip(ids, listed, strict=True):
+                if key not in self._rows:
+                    todo.setdefault(key, genome)
+        if not todo:
+            return
+        keys = list(todo)
+        images = render([todo[k] for k in keys], self.maker.size)
+        rows = self.maker.rows(images, [todo[k] for k in keys])
+        for key, row in zip(keys, rows, strict=True):
+            self._rows[key] = row
+        while len(self._rows) > self.capacity:
+            self._rows.popitem(last=False)
+
+    def get(self, ids: Sequence[str], genomes: GenomeSource, render: Render) -> np.ndarray:
+        """Rows for ``ids`` in order, rendering the missing ones first (see ``fill``)."""
+        self.fill([(ids, genomes)], render)
+        out = []
+        for key in ids:
+            self._rows.move_to_end(key)
+            out.append(self._rows[key])
+        return np.stack(out) if out else np.zeros((0, 0))

@@ -1,0 +1,359 @@
+"""A spark in a spawned subprocess: its crash costs a retry, never the app.
+
+The child builds the generator once and keeps it loaded between batches. Parent and child
+talk over a ``multiprocessing`` pipe with ``send_bytes``/``recv_bytes`` and a framing of our
+own (JSON header plus raw blobs), so nothing either side loads is ever unpickled: genomes go
+over as canonical JSON plus safetensors bytes, images come back as raw RGB arrays.
+
+A child that dies mid-batch (killed, out of memory, a segfault in a native library) shows up
+as end-of-file on the pipe; the spark raises ``SparkLost`` and starts a fresh child on its
+next render, so a pool can retry the chunk here or on another spark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import struct
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from PIL import Image
+
+from spark_runtime import genome_codec
+from spark_runtime.pool import SparkLost
+from spark_runtime.spark import ProgressCallback, SparkError, build_generator
+
+_HEADER = struct.Struct(">I")
+MAX_HEADER_BYTES = 64 << 20
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 5.0
+
+
+# Wire format: shared with the Ray spark, which moves the same byte strings.
+
+
+def pack(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> bytes:
+    """One frame: 4-byte header length, JSON header (with blob lengths), then the blobs."""
+    head = json.dumps({**header, "blobs": [len(b) for b in blobs]}, allow_nan=False).encode()
+    return b"".join([_HEADER.pack(len(head)), head, *blobs])
+
+
+def unpack(frame: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """Split a frame from :func:`pack`; a malformed frame raises a one-line ``SparkError``."""
+    view = memoryview(frame)
+    if len(view) < _HEADER.size:
+        raise SparkError("malformed spark frame: shorter than its header")
+    (size,) = _HEADER.unpack_from(view)
+    if size > MAX_HEADER_BYTES or _HEADER.size + size > len(view):
+        raise SparkError("malformed spark frame: header length out of range")
+    try:
+        header = json.loads(bytes(view[_HEADER.size : _HEADER.size + size]))
+        lengths = header["blobs"]
+    except (ValueError, KeyError, TypeError):
+        raise SparkError("malformed spark frame: header is not a JSON object") from None
+    offset = _HEADER.size + size
+    ok = isinstance(lengths, list) and all(type(n) is int and n >= 0 for n in lengths)
+    if not ok or offset + sum(lengths) != len(view):
+        raise SparkError("malformed spark frame: blob lengths do not add up")
+    blobs = []
+    for n in lengths:
+        blobs.append(bytes(view[offset : offset + n]))
+        offset += n
+    return header, blobs
+
+
+def pack_request(genomes: Sequence[dict[str, Any]], size: int) -> bytes:
+    """A render request: each genome as canonical JSON, its tensors (if any) as safetensors."""
+    texts, slots, blobs = [], [], []
+    for genome in genomes:
+        text, tensors = genome_codec.encode(genome)
+        texts.append(text)
+        slots.append(None if tensors is None else len(blobs))
+        if tensors is not None:
+            blobs.append(tensors)
+    return pack({"op": "render", "size": size, "genomes": texts, "tensors": slots}, blobs)
+
+
+def unpack_request(header: dict[str, Any], blobs: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+    texts, slots = header.get("genomes"), header.get("tensors")
+    if not isinstance(texts, list) or not isinstance(slots, list) or len(texts) != len(slots):
+        raise SparkError("malformed render request: genomes and tensors do not match")
+    genomes = [
+        genome_codec.decode(text, None if slot is None else blobs[slot])
+        for text, slot in zip(texts, slots, strict=True)
+    ]
+    return genomes, int(header["size"])
+
+
+def pack_images(images: Sequence[Image.Image]) -> bytes:
+    """Images as raw RGB bytes: lossless and cheaper than PNG on both sides."""
+    rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+    return pack(
+        {"op": "images", "sizes": [list(im.size) for im in rgb]}, [im.tobytes() for im in rgb]
+    )
+
+
+def unpack_images(header: dict[str, Any], blobs: list[bytes]) -> list[Image.Image]:
+    sizes = header.get("sizes")
+    if not isinstance(sizes, list) or len(sizes) != len(blobs):
+        raise SparkError("malformed image reply: sizes do not match the images")
+    images = []
+    for (width, height), blob in zip(sizes, blobs, strict=True):
+        if len(blob) != width * height * 3:
+            raise SparkError(f"malformed image reply: {len(blob)} bytes for {width}x{height} RGB")
+        images.append(Image.frombytes("RGB", (width, height), blob))
+    return images
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# The child (and the Ray actor)
+
+
+def serve(
+    generator: Any, header: dict[str, Any], blobs: list[bytes], send: Any | None = None
+) -> bytes:
+    """Answer one render request with an image frame, or an error frame carrying the
+    generator's one-line message; ``send`` (if given) carries progress frames meanwhile."""
+    try:
+        genomes, size = unpack_request(header, blobs)
+
+        def progress(done: int, total: int) -> None:
+            if send is not None:
+                send(pack({"op": "progress", "done": int(done), "total": int(total)}))
+
+        images = generator.render(genomes, size, progress=progress)
+        if len(images) != len(genomes):
+            raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
+        return pack_images(images)
+    except Exception as exc:
+        return pack({"op": "error", "message": one_line(exc)})
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch to ``threads`` CPU threads in this worker (None leaves the default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _child_main(conn: Any, target: str, config_json: str, threads: int | None) -> None:
+    """Build the generator once, then serve render requests until told to stop or orphaned."""
+    try:
+        set_threads(threads)
+        generator = build_generator(target, json.loads(config_json))
+    except Exception as exc:
+        conn.send_bytes(pack({"op": "error", "message": one_line(exc)}))
+        return
+    conn.send_bytes(pack({"op": "ready"}))
+    while True:
+        try:
+            header, blobs = unpack(conn.recv_bytes())
+        except EOFError:
+            return  # the parent went away: nothing left to serve
+        if header.get("op") != "render":
+            return
+        conn.send_bytes(serve(generator, header, blobs, conn.send_bytes))
+
+
+# The parent
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """Spawn without re-importing the parent's ``__main__`` in the child.
+
+    ``spawn`` re-runs the parent's main script (the ``imagery`` CLI, a notebook, pytest) in
+    the child unless it cannot find it. The child needs nothing from there: its entry point
+    lives in this module. Hiding the script for the instant of ``start`` saves the child a
+    second or two of imports (gradio, the whole app) and any side effects of that script.
+    """
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        saved = {
+            k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__
+        }
+        try:
+            if main is not None:
+                main.__dict__.pop("__file__", None)
+                main.__spec__ = None
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.update(saved)
+                if "__spec__" not in saved:
+                    main.__dict__.pop("__spec__", None)
+
+
+class ProcessSpark:
+    """A generator kept loaded in a spawned child process.
+
+    Args:
+        target: ``"package.module:Class"`` of the generator.
+        config: its JSON config.
+        threads: torch threads for the child (None: torch's default); several sparks on one
+            machine should split the cores between them.
+        start_timeout_s: how long the child may take to build the generator.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        config: dict[str, Any],
+        *,
+        threads: int | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self.target = target
+        self.config = json.loads(json.dumps(config))
+        self.threads = threads
+        self.start_timeout_s = start_timeout_s
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._process: Any | None = None
+        self._conn: Any | None = None
+        self._ready = False
+        self._started_once = False
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or None while no child is running."""
+        return self._process.pid if self._process is not None else None
+
+    def launch(self) -> None:
+        """Spawn the child without waiting for it (several sparks then load in parallel)."""
+        if self._process is not None:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=_child_main,
+            args=(child_conn, self.target, json.dumps(self.config), self.threads),
+            name=f"spark {self.target}",
+            daemon=True,
+        )
+        with _main_not_imported():
+            process.start()
+        # Only the child may hold its end, so that its death reads as EOF here.
+        child_conn.close()
+        self._process, self._conn, self._ready = process, parent_conn, False
+        if self._started_once:
+            self.restarts += 1
+        self._started_once = True
+
+    def start(self) -> None:
+        """Spawn the child if needed and wait until its generator is built.
+
+        Raises:
+            SparkError: the generator cannot be built (bad target or config).
+            SparkLost: the child died or did not answer within ``start_timeout_s``.
+        """
+        self.launch()
+        if self._ready:
+            return
+        assert self._conn is not None
+        try:
+            if not self._conn.poll(self.start_timeout_s):
+                raise SparkLost(f"process spark did not start within {self.start_timeout_s:g} s")
+            header, _ = unpack(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            raise self._lost("while starting") from None
+        except SparkError:
+            self._stop(kill=True)
+            raise
+        if header.get("op") == "error":
+            self._stop(kill=True)
+            raise SparkError(f"spark cannot build {self.target}: {header.get('message')}")
+        self._ready = True
+
+    def render(
+        self,
+        genomes: Sequence[dict[str, Any]],
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image]:
+        """Render a batch in the child; restarts the child first if an earlier one died.
+
+        Raises:
+            SparkError: the generator refused the batch (its message, one line).
+            SparkLost: the child died before answering; the batch may be retried.
+        """
+        if not genomes:
+            return []
+        request = pack_request(genomes, size)
+        with self._lock:
+            self.start()
+            try:
+                header, blobs = self._exchange(request, progress)
+            except (EOFError, OSError):
+                raise self._lost("mid-batch") from None
+            except BaseException:
+                # A malformed frame or an interrupted exchange: the pipe may hold stale
+                # frames, so this child is not trusted with another batch.
+                self._stop(kill=True)
+                raise
+        if header.get("op") == "error":
+            raise SparkError(str(header.get("message")))
+        images = unpack_images(header, blobs)
+        if len(images) != len(genomes):
+            raise SparkError(f"spark returned {len(images)} images for {len(genomes)} genomes")
+        return images
+
+    def _exchange(
+        self, request: bytes, progress: ProgressCallback | None
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Send one request; forward progress frames until the final reply arrives."""
+        assert self._conn is not None
+        self._conn.send_bytes(request)
+        while True:
+            header, blobs = unpack(self._conn.recv_bytes())
+            if header.get("op") != "progress":
+                return header, blobs
+            if progress is not None:
+                progress(int(header["done"]), int(header["total"]))
+
+    def close(self) -> None:
+        """Ask the child to stop, then make sure it has; safe to call twice."""
+        with self._lock:
+            self._stop(kill=False)
+
+    def __enter__(self) -> ProcessSpark:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _lost(self, when: str) -> SparkLost:
+        process = self._process
+        pid = code = None
+        if process is not None:
+            pid = process.pid
+            process.join(1.0)  # EOF usually means it has exited already
+            code = process.exitcode
+        self._stop(kill=True)
+        return SparkLost(f"process spark (pid {pid}) died {when}, exit code {code}")
+
+    def _stop(self, kill: bool) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn, self._ready = None, None, False
+        if conn is not None:
+            if not kill:
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(pack({"op": "close"}))
+            conn.close()
+        if process is not None:
+            process.join(0 if kill else STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+            process.close()

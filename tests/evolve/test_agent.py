@@ -1,0 +1,214 @@
+"""The agent in the loop: screening through Session.evolve, recorded predictions, autopilot,
+a learned taste as batch fitness, and a simulated rater whose hidden taste it must learn."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evolve.agent import (
+    AGENT_SESSION,
+    Agent,
+    AgentConfig,
+    AgentError,
+    PreferenceFitness,
+    autopilot,
+)
+from evolve.engine import Candidate
+from evolve.fitness import FitnessError
+from evolve.session import RunSpec, Session
+from spark_runtime.image_codec import decode
+from spark_runtime.store import Store, StoreError
+
+POP, SIZE = 8, 32
+
+
+def new_session(store: Store, name: str = "r", seed: int = 3) -> Session:
+    return Session.create(store, RunSpec(name=name, population=POP, size=SIZE, seed=seed))
+
+
+def images(store: Store, snapshot) -> list:
+    return [decode(store.objects.get(h)) for h in snapshot.images]
+
+
+def redness(imgs: list) -> np.ndarray:
+    """A hidden taste: how much red dominates the picture."""
+    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0 for im in imgs])
+    return x[..., 0].mean(axis=(1, 2)) - 0.5 * (x[..., 1] + x[..., 2]).mean(axis=(1, 2))
+
+
+def rate_by_taste(session: Session, snapshot=None) -> None:
+    """Score every shown candidate 0..5 by redness relative to the grid, like a person."""
+    snapshot = snapshot or session.head()
+    taste = redness(images(session.store, snapshot))
+    spread = max(float(taste.max() - taste.min()), 1e-9)
+    session.rate({i: round(5 * (v - taste.min()) / spread) for i, v in enumerate(taste)}, snapshot=snapshot)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproducible(tmp_path: Path) -> None:
+    heads, bred = [], []
+    for copy in ("a", "b"):
+        store = Store(tmp_path / copy)
+        session = new_session(store)
+        agent = Agent.for_session(session, AgentConfig(offspring_factor=3))
+        screener = agent.screener
+
+        def spy(s, head, screener=screener):
+            choose, k = screener(s, head)
+
+            def counted(children, places):
+                bred.append((len(children), places))
+                return choose(children, places)
+
+            return counted, k
+
+        agent.screener = spy
+        for _ in range(3):
+            rate_by_taste(session)
+            session.evolve()
+        heads.append(session.head())
+    a, b = heads
+    assert len(a.population) == POP
+    # Elite 2 and 1 newcomer of 8 leave 5 places; the engine bred 3 x 5 for the agent.
+    assert set(bred) == {(15, 5)}
+    assert a.population == b.population  # same store state, same generation
+
+
+def test_predictions_for_the_shown_generation_are_recorded_and_read_back(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session)
+    rate_by_taste(session)
+    head = session.evolve()
+    record = head.settings["agent"]
+    assert len(record["predicted"]) == len(record["std"]) == len(record["utility"]) == POP
+    assert all(0.0 <= s <= 5.0 for s in record["predicted"])
+    assert record["k"] == 4 and record["comparisons"] > 0
+    prediction = agent.predict_for_snapshot(session)
+    assert prediction.recorded and list(prediction.scores) == record["predicted"]
+    # Generation 0 was made before any rating: the agent has no opinion of it yet.
+    first = agent.predict_for_snapshot(session, store.snapshot_at(session.branch, 0))
+    assert not first.recorded and set(first.scores) == {2.5}
+
+
+def test_the_agent_learns_a_hidden_taste_from_a_simulated_rater(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store, seed=11)
+    agent = Agent.for_session(session, AgentConfig(offspring_factor=2, explore=0.25))
+    for _ in range(5):
+        rate_by_taste(session)
+        session.evolve()
+    rate_by_taste(session)
+    fitted = agent.fit(session)
+    # Unseen candidates: fresh random genomes the rater never saw.
+    rng = np.random.default_rng(99)
+    fresh = [Candidate.of(g) for g in session.generator.random(rng, 40)]
+    prediction = agent.predict(session, fitted, fresh)
+    truth = redness(session.spark.render([c.genome for c in fresh], SIZE))
+    assert spearman(np.array(prediction.utility), truth) > 0.5
+    assert agent.agreement(session) > 0.6  # the rater's favourites were in the agent's top half
+
+
+def test_autopilot_evolves_on_its_own_as_ordinary_snapshots(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session)
+    rate_by_taste(session)
+    session.evolve()
+    session.rate({0: 5})  # the person's own score on the head is kept, not overwritten
+    before = session.head()
+    learned = agent.fit(session).ratings
+    done = []
+    head = autopilot(session, 3, progress=lambda d, t: done.append((d, t)))
+    assert head.generation == before.generation + 3 and done[-1] == (3, 3)
+    line = store.history(session.branch)[-4:]
+    assert [s.id for s in line[:1]] == [before.id]
+    for snapshot in line[:3]:
+        agent_scores = store.current_scores(snapshot.id, session=AGENT_SESSION)
+        assert len(agent_scores) >= POP - 1 and all(0 < v < 5 for v in agent_scores.values())
+    assert 0 not in store.current_scores(before.id, session=AGENT_SESSION)
+    assert all("agent" in s.settings for s in line[1:])
+    assert session.agent is agent  # handed back
+    assert agent.fit(session).ratings == learned  # it never learns from its own scores
+
+
+def test_a_learned_taste_scores_a_batch_run(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rated = new_session(store, "taste")
+    for _ in range(3):
+        rate_by_taste(rated)
+        rated.evolve()
+    fitness = PreferenceFitness.from_store(store, "taste:main")
+    assert fitness.spec == "preference:taste:main"
+    pictures = images(store, rated.head())
+    scores, state = fitness.evaluate(pictures, {})
+    assert len(scores) == POP and all(0 < s < 5 for s in scores) and state == {}
+    assert spearman(np.array(scores), redness(pictures)) > 0.5
+    batch = new_session(store, "batch", seed=5)
+    head = batch.run_auto(fitness, 2)
+    assert head.generation == 2 and head.settings["fitness"]["spec"] == "preference:taste:main"
+
+
+def test_a_run_without_ratings_cannot_be_a_preference_fitness(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    new_session(store, "unrated")
+    with pytest.raises(FitnessError, match="no ratings to learn a preference from") as info:
+        PreferenceFitness.from_store(store, "unrated")
+    assert "\n" not in str(info.value)
+    with pytest.raises(StoreError):
+        PreferenceFitness.from_store(store, "nosuchrun")
+
+
+def test_a_run_scope_agent_learns_from_every_branch(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    rate_by_taste(session)
+    session.evolve()
+    fork = session.fork(1, "alt")
+    fork.evolve()
+    rate_by_taste(fork)
+    branch_only = Agent(AgentConfig(scope="branch")).fit(session)
+    whole_run = Agent(AgentConfig(scope="run")).fit(session)
+    assert (branch_only.generations, whole_run.generations) == (1, 2)
+
+
+def test_agreement_is_nan_until_the_person_chooses_in_an_agent_generation(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session)
+    rate_by_taste(session)
+    session.evolve()
+    assert math.isnan(agent.agreement(session))
+    session.rate({}, picks={2: True})
+    assert agent.agreement(session) in (0.0, 0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"offspring_factor": 0}, "offspring factor k"),
+        ({"explore": 1.5}, "explore share"),
+        ({"feature_size": 20}, "feature size"),
+        ({"scope": "world"}, "scope"),
+        ({"colour": 1}, "unknown agent setting"),
+    ],
+)
+def test_bad_agent_settings_are_one_line_errors(changes: dict, message: str) -> None:
+    with pytest.raises(AgentError, match=message) as info:
+        AgentConfig.from_dict(changes)
+    assert "\n" not in str(info.value)
+
+
+def test_autopilot_needs_at_least_one_generation(tmp_path: Path) -> None:
+    session = new_session(Store(tmp_path))
+    with pytest.raises(AgentError, match="at least 1 generation"):
+        autopilot(session, 0)
+    assert session.head().generation == 0

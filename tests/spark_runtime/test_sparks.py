@@ -1,0 +1,272 @@
+"""``--sparks`` parsing, pools built from it, and per-session sparks for the browser UI."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from spark_runtime.pool import SparkLost
+from spark_runtime.process_spark import ProcessSpark
+from spark_runtime.spark import InProcessSpark, SparkError
+from spark_runtime.sparks import SessionSparks, SparkSpec, make_pool, parse_sparks
+from spark_runtime.store import Store
+from tests.spark_runtime.conftest import FAKE, fake_genomes
+from ui import cli
+
+# Parsing
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("local", SparkSpec("local")),
+        (" LOCAL ", SparkSpec("local")),
+        ("process", SparkSpec("process", 1)),
+        ("process:4", SparkSpec("process", 4)),
+        ("ray", SparkSpec("ray")),
+        ("ray:auto", SparkSpec("ray", 1, "auto")),
+        ("ray:ray://head.example:10001", SparkSpec("ray", 1, "ray://head.example:10001")),
+        (None, SparkSpec("local")),
+    ],
+)
+def test_parse_sparks(text, spec):
+    assert parse_sparks(text) == spec
+    assert parse_sparks(str(spec)) == spec
+    assert SparkSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("gpu", "bad --sparks 'gpu': use local, process:N or ray"),
+        ("process:0", "process:N needs a whole number N from 1 to 64"),
+        ("process:two", "process:N needs a whole number"),
+        ("process:-1", "process:N needs a whole number"),
+        ("ray:", "ray:ADDRESS needs an address"),
+        ("local:3", "bad --sparks 'local:3'"),
+    ],
+)
+def test_bad_spark_specs_are_one_line_errors(text, message):
+    with pytest.raises(SparkError, match=message) as info:
+        parse_sparks(text)
+    assert "\n" not in str(info.value)
+
+
+def test_make_pool_builds_the_sparks_the_spec_names():
+    with make_pool("local", FAKE, {"delay": 0.0}) as pool:
+        assert [type(s) for s in pool.sparks] == [InProcessSpark]
+        assert pool.render(fake_genomes(2), 8)[1].getpixel((0, 0)) == (1, 0, 7)
+    with make_pool("process:3", FAKE, {}, start=False) as pool:
+        assert [type(s) for s in pool.sparks] == [ProcessSpark] * 3
+        assert all(s.pid is None for s in pool.sparks)  # nothing spawned until asked
+
+
+def test_make_pool_fails_on_a_bad_config_before_rendering():
+    with pytest.raises(ValueError, match="unknown fake config key 'x'"):
+        make_pool("local", FAKE, {"x": 1})
+
+
+# Per-session sparks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingFactory:
+    """Builds in-process fake sparks and remembers every one it made."""
+
+    def __init__(self) -> None:
+        self.made: list[TrackedSpark] = []
+
+    def __call__(self, target, config):
+        spark = TrackedSpark(target, config)
+        self.made.append(spark)
+        return spark
+
+
+class TrackedSpark(InProcessSpark):
+    def __init__(self, target, config):
+        super().__init__(target, config)
+        self.closed = False
+        self.lose_next = 0
+
+    def render(self, genomes, size, progress=None):
+        if self.lose_next:
+            self.lose_next -= 1
+            raise SparkLost("worker died")
+        return super().render(genomes, size, progress)
+
+    def close(self):
+        self.closed = True
+
+
+def manager(capacity=None, **kw):
+    factory, clock = CountingFactory(), Clock()
+    sparks = SessionSparks(
+        factory=factory, capacity=capacity, clock=clock, reap_interval_s=None, **kw
+    )
+    return sparks, factory, clock
+
+
+def test_a_session_gets_its_spark_on_first_render_and_keeps_it():
+    sparks, factory, _ = manager(idle_timeout_s=60)
+    handle = sparks.spark("tab-1", FAKE, {})
+    assert factory.made == [] and sparks.leased() == {}
+    handle.render(fake_genomes(1), 8)
+    handle.render(fake_genomes(2), 8)
+    assert len(factory.made) == 1
+    assert sparks.leased() == {"tab-1": 0}
+    sparks.spark("tab-2", FAKE, {}).render(fake_genomes(1), 8)
+    assert len(factory.made) == 2  # each session its own
+
+
+def test_idle_sparks_are_released_and_come_back_on_the_next_render():
+    sparks, factory, clock = manager(idle_timeout_s=60)
+    a, b = sparks.spark("a", FAKE, {}), sparks.spark("b", FAKE, {})
+    a.render(fake_genomes(1), 8)
+    clock.now += 50
+    b.render(fake_genomes(1), 8)
+    clock.now += 20
+    assert sparks.reap() == 1  # a idle 70 s, b only 20 s
+    assert factory.made[0].closed and not factory.made[1].closed
+    assert sparks.leased() == {"b": 0}
+    a.render(fake_genomes(1), 8)
+    assert len(factory.made) == 3
+
+
+def test_at_capacity_the_least_recently_used_idle_spark_makes_room():
+    sparks, factory, clock = manager(capacity=2, idle_timeout_s=600)
+    for sid in ("a", "b", "c"):
+        sparks.spark(sid, FAKE, {}).render(fake_genomes(1), 8)
+        clock.now += 1
+    assert [s.closed for s in factory.made] == [True, False, False]
+    assert sorted(sparks.leased()) == ["b", "c"]
+
+
+def test_when_every_spark_is_rendering_a_new_session_waits_its_turn():
+    gate = threading.Event()
+
+    class Slow(TrackedSpark):
+        def render(self, genomes, size, progress=None):
+            gate.wait(5)
+            return super().render(genomes, size, progress)
+
+    sparks = SessionSparks(factory=Slow, capacity=1, reap_interval_s=None, wait_timeout_s=5)
+    busy = threading.Thread(target=sparks.spark("a", FAKE, {}).render, args=(fake_genomes(1), 8))
+    busy.start()
+    while sparks.leased() != {"a": 1}:
+        time.sleep(0.005)
+    waited = []
+    second = threading.Thread(
+        target=lambda: waited.append(sparks.spark("b", FAKE, {}).render(fake_genomes(1), 8))
+    )
+    second.start()
+    time.sleep(0.1)
+    assert waited == [] and sparks.leased() == {"a": 1}
+    gate.set()
+    busy.join(5)
+    second.join(5)
+    assert len(waited) == 1 and sorted(sparks.leased()) == ["b"]
+
+
+def test_waiting_too_long_for_a_spark_is_a_one_line_error():
+    gate = threading.Event()
+
+    class Stuck(TrackedSpark):
+        def render(self, genomes, size, progress=None):
+            gate.wait(5)
+            return super().render(genomes, size, progress)
+
+    sparks = SessionSparks(factory=Stuck, capacity=1, reap_interval_s=None, wait_timeout_s=0.1)
+    busy = threading.Thread(target=sparks.spark("a", FAKE, {}).render, args=(fake_genomes(1), 8))
+    busy.start()
+    while sparks.leased() != {"a": 1}:
+        time.sleep(0.005)
+    with pytest.raises(SparkError, match="all 1 sparks are busy rendering for other sessions"):
+        sparks.spark("b", FAKE, {}).render(fake_genomes(1), 8)
+    gate.set()
+    busy.join(5)
+    assert sparks.leased() == {"a": 0}
+
+
+def test_one_persons_heavy_render_does_not_stall_another():
+    with SessionSparks("local", reap_interval_s=None) as sparks:
+        heavy = sparks.spark("heavy", FAKE, {"delay": 0.3})
+        light = sparks.spark("light", FAKE, {"delay": 0.0})
+        thread = threading.Thread(target=heavy.render, args=(fake_genomes(4), 8))
+        thread.start()
+        time.sleep(0.05)
+        start = time.monotonic()
+        light.render(fake_genomes(2), 8)
+        light_seconds = time.monotonic() - start
+        assert thread.is_alive()  # the heavy render (1.2 s) is still going
+        thread.join()
+    assert light_seconds < 0.5
+
+
+def test_switching_run_replaces_the_sessions_generator():
+    sparks, factory, _ = manager()
+    sparks.spark("tab", FAKE, {"delay": 0.0}).render(fake_genomes(1), 8)
+    sparks.spark("tab", FAKE, {"delay": 0.001}).render(fake_genomes(1), 8)
+    assert [s.config for s in factory.made] == [{"delay": 0.0}, {"delay": 0.001}]
+    assert factory.made[0].closed and list(sparks.leased()) == ["tab"]
+
+
+def test_a_lost_spark_is_retried_and_release_closes_it():
+    sparks, factory, _ = manager()
+    handle = sparks.spark("tab", FAKE, {})
+    handle.render(fake_genomes(1), 8)
+    factory.made[0].lose_next = 2
+    assert len(handle.render(fake_genomes(3), 8)) == 3
+    factory.made[0].lose_next = 3
+    with pytest.raises(SparkError, match="rendering failed 3 times, giving up: worker died"):
+        handle.render(fake_genomes(1), 8)
+    handle.close()
+    assert factory.made[0].closed and sparks.leased() == {}
+    sparks.close()
+    with pytest.raises(SparkError, match="the spark manager is closed"):
+        handle.render(fake_genomes(1), 8)
+
+
+# The CLI
+
+
+def _new_run(store: list[str], name: str) -> None:
+    args = [*store, "new", "--name", name, "--population", "4", "--size", "32"]
+    assert cli.main(args) == 0
+
+
+@pytest.mark.postgres
+def test_cli_run_on_process_sparks_and_postgresql_makes_the_same_generations(
+    tmp_path, capsys, postgres_url
+):
+    """The reference: in-process sparks on SQLite. The other: two process sparks with the
+    rows in PostgreSQL. Where a batch renders and where it is stored change nothing."""
+    heads = {}
+    for sparks, db in (("local", []), ("process:2", ["--db", postgres_url])):
+        store = ["--store", str(tmp_path / sparks.replace(":", "-")), *db]
+        _new_run(store, "r")
+        assert cli.main([*store, "run", "r", "--generations", "1", "--sparks", sparks]) == 0
+        assert "r:main is at generation 1" in capsys.readouterr().out
+        with Store(store[1], db_url=db[1] if db else None) as opened:
+            heads[sparks] = [s.images for s in opened.history(opened.get_branch("r"))]
+    assert len(heads["local"]) == 2
+    assert heads["local"] == heads["process:2"]
+
+
+def test_cli_bad_sparks_is_one_line_and_changes_nothing(tmp_path, capsys):
+    store = str(tmp_path / "s")
+    _new_run(["--store", store], "r")
+    capsys.readouterr()
+    assert cli.main(["--store", store, "run", "r", "--generations", "1", "--sparks", "gpu:9"]) == 2
+    err = capsys.readouterr().err
+    assert err == "imagery: error: bad --sparks 'gpu:9': use local, process:N or ray[:ADDRESS]\n"
+    assert cli.main(["--store", store, "status", "r", "--json"]) == 0
+    assert '"generations": 1' in capsys.readouterr().out
