@@ -56,13 +56,18 @@ def pixels(images: list) -> np.ndarray:
 
 
 def hidden_target(seed: int, size: int) -> np.ndarray:
-    """A picture the rater has in mind: a random CPPN genome, mutated a few times."""
+    """A picture the rater has in mind: a random CPPN genome, mutated a few times.
+
+    Of four such genomes the one with the most contrast is taken, so that the target has
+    something in it to be steered towards (a near-uniform target is met by chance).
+    """
     generator = CPPN.from_config({})
     rng = np.random.default_rng(10_000 + seed)
-    genome = generator.random(rng, 1)[0]
+    genomes = generator.random(rng, 4)
     for _ in range(4):
-        genome = generator.mutate(genome, rng, 0.5)
-    return pixels(generator.render([genome], size))[0]
+        genomes = [generator.mutate(g, rng, 0.5) for g in genomes]
+    pictures = pixels(generator.render(genomes, size))
+    return pictures[int(np.argmax(pictures.std(axis=(1, 2, 3))))]
 
 
 class Rater:
@@ -82,15 +87,16 @@ class Rater:
         return {i: float(np.round(5.0 * (v - seen.min()) / spread)) for i, v in enumerate(seen)}
 
 
+def goal_for(args: argparse.Namespace, start: float) -> float:
+    """The closeness to reach: fixed, or a share of the gap between generation 0 and 1."""
+    return args.closeness if args.closeness is not None else start + args.gap * (1.0 - start)
+
+
 def steer(
-    args: argparse.Namespace,
-    seed: int,
-    agent_config: AgentConfig | None,
-    root: Path,
-    goal: float = 2.0,
+    args: argparse.Namespace, seed: int, agent_config: AgentConfig | None, root: Path
 ) -> tuple[list[float], float]:
     """Steer one run; the best closeness shown so far after each generation (index = how
-    many generations were rated before it), stopping early once it reaches ``goal``."""
+    many generations were rated before it), stopping once it reaches the goal."""
     store = Store(root)
     spec = RunSpec(name="steer", population=args.population, size=args.size, seed=seed)
     session = Session.create(store, spec)
@@ -104,7 +110,7 @@ def steer(
         closeness = rater.closeness([decode(store.objects.get(h)) for h in head.images])
         best = max(best, float(closeness.max()))
         curve.append(best)
-        if best >= goal or generation == args.generations:
+        if best >= goal_for(args, curve[0]) or generation == args.generations:
             break
         session.rate(rater.scores(closeness))
         session.evolve()
@@ -128,10 +134,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="offspring factor of the agent")
     parser.add_argument("--explore", type=float, default=0.1)
     parser.add_argument(
-        "--goal", type=float, default=0.9, help="share of the plain arm's gain in closeness"
+        "--gap", type=float, default=0.3, help="goal: close this share of the gap to the target"
     )
     parser.add_argument(
-        "--closeness", type=float, default=None, help="a fixed goal instead of --goal"
+        "--closeness", type=float, default=None, help="a fixed goal instead of --gap"
     )
     parser.add_argument("--generations", type=int, default=60, help="budget per arm")
     parser.add_argument("--noise", type=float, default=0.01, help="rater's perception noise")
@@ -162,9 +168,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
         for seed in range(args.seed0, args.seed0 + args.seeds):
             plain_curve, t_plain = steer(args, seed, None, Path(tmp) / f"p{seed}")
-            start, reached = plain_curve[0], plain_curve[-1]
-            goal = args.closeness if args.closeness else start + args.goal * (reached - start)
-            agent_curve, t_agent = steer(args, seed, config, Path(tmp) / f"a{seed}", goal)
+            agent_curve, t_agent = steer(args, seed, config, Path(tmp) / f"a{seed}")
+            start = plain_curve[0]
+            goal = goal_for(args, start)
             plain = ratings_to_reach(plain_curve, goal, args.population)
             agent = ratings_to_reach(agent_curve, goal, args.population)
             plain_costs.append(cap if plain is None else plain)

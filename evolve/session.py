@@ -94,6 +94,8 @@ class Session:
         settings = EngineSettings.from_dict({**(spec.settings or {}), "population_size": spec.population})
         # Build (and so validate) the generator before anything is written.
         generator = build_generator(target, spec.generator_config or {})
+        if hasattr(generator, "check_model"):  # cheap file checks: fail before anything is stored
+            generator.check_model()
         rng = np.random.Generator(np.random.PCG64(spec.seed))
         engine = Engine(generator, settings, rng)
         run = store.create_run(

@@ -8,10 +8,13 @@ format and operators live in ``imagery.cppn_genome``, the batched torch renderer
 
 Config keys (all optional)::
 
-    {"color": "hsv" | "rgb",              # how the three outputs become a colour
-     "hidden": 3,                          # hidden nodes in a fresh random genome (0..16)
+    {"color": "hsv" | "rgb",              # how the three outputs become a colour (hsv)
+     "hidden": 4,                          # hidden nodes in a fresh random genome (0..16)
      "device": "auto" | "cpu" | "cuda",    # auto: CUDA when available, else CPU
      "max_nodes": 64}                      # cap on hidden nodes that mutation may grow to
+
+HSV is the default: hue wraps and |value| draws dark contour lines where the value output
+crosses zero, which gives the Picbreeder look; RGB maps each output linearly.
 """
 
 from __future__ import annotations

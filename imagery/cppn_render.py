@@ -247,6 +247,18 @@ def render(
     """Render validated genomes to ``size`` x ``size`` RGB images in one batched computation."""
     if not genomes:
         return []
+    quiet = _one_intra_op_thread() if device.type == "cpu" else contextlib.nullcontext()
+    with torch.no_grad(), quiet:
+        return _render(genomes, size, color, device, progress)
+
+
+def _render(
+    genomes: Sequence[Genome],
+    size: int,
+    color: str,
+    device: torch.device,
+    progress: ProgressCallback | None,
+) -> list[Image.Image]:
     batch = len(genomes)
     packed = _pack(genomes, device)
     pixels = size * size
@@ -256,13 +268,11 @@ def render(
     coords = _coordinates(size, padded, device)
     result = torch.empty(batch, padded, 3, dtype=torch.uint8)
     steps = -(-padded // chunk)
-    quiet = _one_intra_op_thread() if device.type == "cpu" else contextlib.nullcontext()
-    with torch.no_grad(), quiet:
-        for step, start in enumerate(range(0, padded, chunk)):
-            raw = _evaluate(packed, coords[:, start : start + chunk])
-            levels = to_color(raw, color).mul_(255.0).round_().clamp_(0.0, 255.0)
-            result[:, start : start + chunk] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
-            if progress is not None:
-                progress(batch * (step + 1) // steps, batch)
+    for step, start in enumerate(range(0, padded, chunk)):
+        raw = _evaluate(packed, coords[:, start : start + chunk])
+        levels = to_color(raw, color).mul_(255.0).round_().clamp_(0.0, 255.0)
+        result[:, start : start + chunk] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
+        if progress is not None:
+            progress(batch * (step + 1) // steps, batch)
     images = result[:, :pixels].reshape(batch, size, size, 3).numpy()
     return [Image.fromarray(image, "RGB") for image in images]

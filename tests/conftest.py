@@ -87,7 +87,9 @@ def postgres_server() -> Iterator[str]:
             "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
         )
     user = _pg_user()
-    root = tempfile.mkdtemp(prefix="imagery-pg-")
+    # /tmp when root: the server's account must be able to reach the folder, and a private
+    # $TMPDIR under /root would not let it.
+    root = tempfile.mkdtemp(prefix="imagery-pg-", dir="/tmp" if user else None)
     if user is not None:
         shutil.chown(root, user)
     data, log, port = os.path.join(root, "data"), os.path.join(root, "log"), _free_port()

@@ -121,9 +121,6 @@ def router(wb: Workbench) -> APIRouter:
             path = wb.store.objects.path(check_sha(sha))
         except StoreError as exc:
             return error_response(exc)
-        fresh = wb.recall(sha)
-        if fresh is not None and not download:
-            return Response(fresh, media_type="image/webp", headers={"Cache-Control": IMMUTABLE})
         if not path.is_file():
             return JSONResponse({"error": f"object {sha} is not stored"}, status_code=404)
         media = _sniff(path)

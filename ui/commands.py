@@ -60,7 +60,7 @@ def _generator_config(args: argparse.Namespace) -> dict[str, Any]:
             config["model_config"] = args.model_config
         config["prompt"] = args.prompt or ""
         if args.negative:
-            config["negative_prompt"] = args.negative
+            config["negative"] = args.negative
     return config
 
 

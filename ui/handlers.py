@@ -111,18 +111,6 @@ class Workbench:
         self._generators: dict[str, Any] = {}
         self._sessions: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
         self._decisions: dict[tuple[str, str], list[float]] = {}
-        self._fresh: OrderedDict[str, bytes] = OrderedDict()
-
-    def remember(self, sha: str, data: bytes, keep: int = 512) -> None:
-        """Hold a just-rendered thumbnail in memory until its object file is surely written."""
-        with self.lock:
-            self._fresh[sha] = data
-            while len(self._fresh) > keep:
-                self._fresh.popitem(last=False)
-
-    def recall(self, sha: str) -> bytes | None:
-        with self.lock:
-            return self._fresh.get(sha)
 
     def spark(self, run: Any) -> InProcessSpark:
         """One spark per run keeps its generator (and a model, if any) loaded between calls."""

@@ -17,7 +17,8 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from spark_runtime.store.errors import StoreError
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _TEMP_PREFIX = ".tmp-"
+PUT_WORKERS = 8
 # Object stores where one write lands whole or not at all: no temp name and move needed.
 _ATOMIC_PUT = {"memory", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
@@ -137,6 +139,19 @@ class ObjectStore:
             # Rewriting an existing object is the portable way to refresh its mtime.
             self._put_remote(sha, data)
         return sha
+
+    def put_many(self, blobs: Sequence[bytes]) -> list[str]:
+        """``put`` each blob, several at once; returns their sha256s in order.
+
+        Each write still ends in its own fsync, but concurrent fsyncs share the file
+        system's journal commits, so a generation's images land in a fraction of the time
+        that one-by-one ``put`` takes.
+        """
+        blobs = list(blobs)
+        if len(blobs) <= 1:
+            return [self.put(b) for b in blobs]
+        with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
+            return list(pool.map(self.put, blobs))
 
     def _put_local(self, sha: str, data: bytes) -> None:
         final = self.path(sha)

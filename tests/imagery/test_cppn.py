@@ -11,8 +11,6 @@ import pytest
 from imagery.cppn import CPPN
 from imagery.protocol import Generator, GeneratorError
 
-HIDDEN_ACTS = ("activations", "weights")
-
 
 def _evolved(generator: CPPN, seed: int, n: int, rounds: int, strength: float = 0.5) -> list[dict]:
     rng = np.random.default_rng(seed)
@@ -390,3 +388,15 @@ def test_asking_for_cuda_without_a_gpu_is_one_clear_line() -> None:
     generator = CPPN.from_config({"device": "cuda"})  # building stays cheap and device-free
     with pytest.raises(GeneratorError, match="CUDA"):
         generator.render(generator.random(np.random.default_rng(0), 1), 32)
+
+
+def test_rendering_leaves_torch_thread_setting_as_it_was(cppn: CPPN) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cppn.render(cppn.random(np.random.default_rng(90), 2), 32)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

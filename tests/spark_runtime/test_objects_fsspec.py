@@ -74,3 +74,16 @@ def test_file_urls_and_plain_paths_are_local(tmp_path):
     assert by_url.is_local
     assert by_url.path(sha).read_bytes() == b"x"
     assert ObjectStore(str(tmp_path / "objects")).get(sha) == b"x"
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_put_many_stores_every_blob_and_keeps_the_order(tmp_path, where):
+    root = tmp_path / "objects" if where == "local" else f"memory://many-{uuid.uuid4().hex[:8]}"
+    objects = ObjectStore(root)
+    blobs = [f"image {i}".encode() for i in range(20)] + [b"image 3"]
+    shas = objects.put_many(blobs)
+    assert shas == [hashlib.sha256(b).hexdigest() for b in blobs]
+    assert [objects.get(sha) for sha in shas] == blobs
+    assert len(dict(objects.iter_objects())) == 20
+    with pytest.raises(StoreError, match="object data must be bytes, got str"):
+        objects.put_many([b"ok", "not bytes"])

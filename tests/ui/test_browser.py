@@ -13,7 +13,12 @@ import pytest
 
 from ui import handlers
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    # Gradio's queue calls pandas APIs that pandas 3 deprecates; not ours to fix.
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
+]
 SMALL = {"generator": "cppn", "population": 8, "size": 64}
 ALL_SHOWN = "n => document.querySelectorAll('.im-cell').length === n && !document.querySelector('.im-cell.im-wait')"
 

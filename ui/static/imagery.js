@@ -52,7 +52,13 @@
     const root = $("#imagery-root", element) || element;
     outbox = new window.ImageryOutbox(session, {
       change: (n) => { if (ui.els.queue) ui.els.queue.textContent = n ? `${n} unsaved…` : "all saved"; },
-      stats: (stats) => showStats(stats),
+      stats: (stats, batch) => {
+        showStats(stats);
+        if (batch.some((item) => item.kind === "pick" || item.kind === "unpick")) {
+          clearTimeout(ui.historyTimer);
+          ui.historyTimer = setTimeout(loadHistory, 300);
+        }
+      },
       error: (message, refused, batch) => {
         flash(message, refused);
         if (refused && batch && ui.st && batch[0].snapshot === ui.st.snapshot.id) refresh();
@@ -73,7 +79,8 @@
     if (!ui.listening) {
       ui.listening = true;
       window.addEventListener("keydown", onKey);
-      window.addEventListener("resize", () => layoutGrid());
+      // Re-fit the grid whenever its room changes (window resize, the runs column shown).
+      new ResizeObserver(() => requestAnimationFrame(layoutGrid)).observe(root);
     }
     const run = S.getItem("imagery.run");
     if (run) open(run, S.getItem("imagery.branch") || "main");
@@ -81,16 +88,24 @@
     if (outbox.sendable()) outbox.pump();
   }
 
-  function showEmpty() {
+  async function showEmpty() {
     document.body.classList.remove("im-open");
     ui.st = null;
+    ui.latest = null;
     ui.els.top.replaceChildren(h("span", { class: "im-title" }, "No run open"));
-    ui.els.grid.replaceChildren(h("div", { class: "im-empty" },
+    const empty = h("div", { class: "im-empty" },
       h("p", {}, "Press ", h("kbd", {}, "Enter"), " to start a new CPPN run (16 images, 256 px),"),
-      h("p", {}, "or create or open one on the left.")));
+      h("p", {}, "or create or open one on the left."));
+    ui.els.grid.replaceChildren(empty);
     ui.els.controls.replaceChildren();
     ui.els.history.replaceChildren();
     ui.els.grid.focus({ preventScroll: true });
+    try {
+      const runs = await call("GET", "/api/runs");
+      if (!runs.length || ui.st) return;
+      ui.latest = runs[runs.length - 1];
+      empty.append(h("p", {}, "Press ", h("kbd", {}, "o"), ` to open the latest run, ${ui.latest.name}.`));
+    } catch (err) { flash(err.message, true); }
   }
 
   async function open(run, branch, generation) {
@@ -170,7 +185,8 @@
     ui.els.top.replaceChildren(
       h("button", { class: "im-runs", title: "runs", onclick: () => document.body.classList.toggle("im-open") }, "☰"),
       h("span", { class: "im-title" }, st.run.name), branches, where,
-      h("span", { class: "im-spacer" }), ui.els.stats, ui.els.queue);
+      h("span", { class: "im-spacer" }), ui.els.stats, ui.els.queue,
+      h("button", { class: "im-runs", tabindex: "-1", title: "keys (?)", onclick: help }, "?"));
   }
 
   function showStats(stats) {
@@ -183,7 +199,7 @@
   function gridShape(n) {
     const rect = ui.els.grid.getBoundingClientRect();
     const width = Math.max(200, rect.width || ui.els.root.clientWidth || 800);
-    const height = Math.max(160, window.innerHeight - Math.max(0, rect.top) - 190);
+    const height = Math.max(160, window.innerHeight - Math.max(0, rect.top) - 200);
     let best = { cols: 1, cell: 0 };
     for (let cols = 1; cols <= n; cols++) {
       const rows = Math.ceil(n / cols);
@@ -210,10 +226,13 @@
       layoutGrid();
     }
     cells.forEach((cell, i) => {
-      const img = cell.querySelector("img");
-      const src = thumbs && thumbs[i] ? obj(thumbs[i]) : null;
-      if (src && img.getAttribute("src") !== src) setImage(cell, src);
-      if (!src) { img.removeAttribute("src"); cell.classList.add("im-wait"); }
+      const sha = thumbs && thumbs[i];
+      if (sha && cell.dataset.sha !== sha) setImage(cell, sha, obj(sha));
+      if (!sha) {
+        cell.querySelector("img").removeAttribute("src");
+        cell.dataset.sha = "";
+        cell.classList.add("im-wait");
+      }
       paint(i);
     });
   }
@@ -227,8 +246,9 @@
       h("span", { class: "im-score" }), h("span", { class: "im-pick" }, "★"), rate);
   }
 
-  function setImage(cell, src) {
+  function setImage(cell, sha, src) {
     const img = cell.querySelector("img");
+    cell.dataset.sha = sha;
     img.onload = () => img.decode().catch(() => {}).then(() => requestAnimationFrame((t) => {
       cell.classList.remove("im-wait");
       seen(t);
@@ -347,7 +367,7 @@
       const cell = ui.els.grid.children[ev.position];
       if (cell) {
         cell.dataset.render = String(render.start);
-        setImage(cell, obj(ev.thumb));
+        setImage(cell, ev.thumb, ev.data ? `data:image/webp;base64,${ev.data}` : obj(ev.thumb));
       }
     } else if (ev.type === "done") {
       render.done = true;
@@ -416,16 +436,17 @@
       h("input", { type: "checkbox", value: name, checked: st.settings.locks.includes(name), onchange: () => ui.els.grid.focus({ preventScroll: true }) }), ` ${name}`));
     const button = (label, key, fn) => h("button", { class: "im-btn", tabindex: "-1", onclick: () => { fn(); ui.els.grid.focus({ preventScroll: true }); } }, label, h("kbd", {}, key));
     ui.els.controls.replaceChildren(
-      h("label", { class: "im-slider" }, "mutation strength ", slider, value),
+      h("label", { class: "im-slider", title: "mutation strength: how far children stray from their parents" }, "mutation ", slider, value),
       h("span", { class: "im-locks" }, locks.length ? "lock " : "", ...locks),
       h("span", { class: "im-spacer" }),
       button("evolve", "⏎", () => evolve(performance.now())), button("back", "u", undo), button("fork", "f", fork),
-      button("full size", "v", fullSize), button("lineage", "l", lineage), button("export picks", "e", exportPicks), button("keys", "?", help));
+      button("full size", "v", fullSize), button("lineage", "l", lineage), button("export", "e", exportPicks));
   }
   const checkedLocks = () => Array.from(ui.els.controls.querySelectorAll(".im-lock input:checked"), (el) => el.value);
 
   async function loadHistory() {
     const st = ui.st;
+    if (!st) return;
     try {
       const gens = await call("GET", `/api/history?${query({ run: st.run.id, branch: st.branch })}`);
       if (ui.st !== st) return;
@@ -443,10 +464,11 @@
     if (!st || ui.rendering) return;
     try {
       const data = await call("GET", `/api/lineage?${query({ snapshot: st.snapshot.id, position: ui.focus })}`);
-      const rows = data.levels.map((level, i) => h("div", { class: "im-level" }, h("span", {}, `${i + 1} back`),
-        ...level.map((a) => (a.thumb ? h("img", { src: obj(a.thumb), title: `generation ${a.generation}` }) : h("span", { class: "im-noimg" }, a.id.slice(0, 8))))));
-      ui.els.lineage.replaceChildren(h("div", { class: "im-level" }, h("span", {}, `#${ui.focus + 1} g${data.generation}`), h("img", { src: obj(data.thumb) })),
-        ...(rows.length ? rows : [h("div", { class: "im-level" }, "no ancestors: a first-generation or newcomer genome")]));
+      const thumb = (a) => (a.thumb ? h("img", { src: obj(a.thumb), title: `generation ${a.generation}` }) : h("span", { class: "im-noimg" }, a.id.slice(0, 8)));
+      const levels = data.levels.flatMap((level, i) => [h("span", { class: "im-arrow" }, `← ${i + 1}`), ...level.map(thumb)]);
+      ui.els.lineage.replaceChildren(h("span", {}, `lineage of #${ui.focus + 1}`), h("img", { src: obj(data.thumb) }),
+        ...(levels.length ? levels : [h("span", {}, "no ancestors: a first-generation or newcomer genome")]),
+        h("button", { class: "im-btn", tabindex: "-1", title: "close (Esc)", onclick: () => ui.els.lineage.replaceChildren() }, "×"));
     } catch (err) { flash(err.message, true); }
   }
 
@@ -490,8 +512,10 @@
     const st = ui.st;
     const k = e.key;
     let handled = true;
-    if (!st) {
+    if (k === "?") help();
+    else if (!st) {
       if (k === "Enter") createDefault();
+      else if (k === "o" && ui.latest) open(ui.latest.id, ui.latest.branches[0] || "main");
       else return;
     } else if (k === "ArrowLeft") setFocus(ui.focus - 1);
     else if (k === "ArrowRight") setFocus(ui.focus + 1);
@@ -506,7 +530,6 @@
     else if (k === "v") fullSize();
     else if (k === "l") lineage();
     else if (k === "e") exportPicks();
-    else if (k === "?") help();
     else if (k === "Escape") { closeOverlay(); ui.els.lineage.replaceChildren(); }
     else if (k === "h" && !st.is_head) open(st.run.id, st.branch);
     else if (k === "[" && st.snapshot.generation > 0) open(st.run.id, st.branch, st.snapshot.generation - 1);
