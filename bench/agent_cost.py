@@ -47,21 +47,27 @@ def rate(session: Session) -> None:
 
 
 class TimedAgent(Agent):
-    """An agent that adds up the wall time spent in its session hooks."""
+    """An agent that adds up the wall time spent in its session hooks, by stage."""
 
-    spent = 0.0
+    def __init__(self, config: AgentConfig) -> None:
+        super().__init__(config)
+        self.stages = {"fit": 0.0, "screen": 0.0, "record": 0.0}
+
+    @property
+    def spent(self) -> float:
+        return sum(self.stages.values())
 
     def screener(self, session, head):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         choose, k = super().screener(session, head)
-        self.spent += time.perf_counter() - start
+        self.stages["fit"] += time.perf_counter() - start
 
         def timed(children, places):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
             try:
                 return choose(children, places)
             finally:
-                self.spent += time.perf_counter() - start
+                self.stages["screen"] += time.perf_counter() - start
 
         return timed, k
 
@@ -70,7 +76,7 @@ class TimedAgent(Agent):
         try:
             return super().record(session, head, population)
         finally:
-            self.spent += time.perf_counter() - start
+            self.stages["record"] += time.perf_counter() - start
 
 
 def main() -> None:
@@ -90,16 +96,19 @@ def main() -> None:
         agent = TimedAgent(AgentConfig(offspring_factor=args.k))
         screened.agent = agent
         plain_times, agent_times, agent_spent = [], [], []
+        stages: dict[str, list[float]] = {name: [] for name in agent.stages}
         for generation in range(args.warmup + args.generations):
             for session, times in ((plain, plain_times), (screened, agent_times)):
                 rate(session)
-                agent.spent = 0.0
+                agent.stages = dict.fromkeys(agent.stages, 0.0)
                 start = time.perf_counter()
                 session.evolve()
                 if generation >= args.warmup:
                     times.append(time.perf_counter() - start)
                     if session is screened:
                         agent_spent.append(agent.spent)
+                        for name, value in agent.stages.items():
+                            stages[name].append(value)
     plain_median = statistics.median(plain_times)
     spent = statistics.median(agent_spent)
     print(
@@ -112,6 +121,8 @@ def main() -> None:
     print(
         f"agent's own work per gen.:   {1000 * spent:7.1f} ms (fit, small renders, features, screening, record)"
     )
+    for name, values in stages.items():
+        print(f"  {name:7s} {1000 * statistics.median(values):7.1f} ms")
     print(f"whole generation with agent: {1000 * statistics.median(agent_times):7.1f} ms")
     print(f"agent overhead / plain generation = {spent / plain_median:.3f} (acceptance: < 0.20)")
 

@@ -159,8 +159,9 @@ def overhead(population: int, size: int, repeats: int, store_dir: str | None) ->
     print(f"   {'whole generation':<34} {wall * 1000:8.2f} ms")
     now = (pool_cost + stored) / render
     proposed = (pool_cost + projected) / render
-    print(f"   pool + store, commit as it is:        {now:6.2%} of render (acceptance < 10%)")
-    print(f"   pool + store, commit with put_many:   {proposed:6.2%} of render (acceptance < 10%)")
+    for label, share in (("commit as it is", now), ("commit with put_many", proposed)):
+        verdict = "PASS" if share < 0.10 else "FAIL"
+        print(f"   pool + store, {label:<20} {share:7.2%} of render: {verdict} (acceptance < 10%)")
     return proposed < 0.10
 
 

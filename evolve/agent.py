@@ -69,6 +69,7 @@ class Agent:
         self.features = cache
         self._fits: OrderedDict[tuple[Any, ...], Fitted] = OrderedDict()
         self._pending: tuple[str, Fitted] | None = None
+        self._rated: dict[str, RatedSnapshot | None] = {}
 
     @classmethod
     def for_session(cls, session: Any, config: AgentConfig | None = None) -> Agent:
@@ -98,8 +99,10 @@ class Agent:
         the generations before it; with ``scope="run"``, also of the run's other branches."""
         through = through or session.head()
         store = session.store
-        snapshots = self._training_snapshots(session, through)
-        rated = agent_data.rated_snapshots(store, snapshots, self.config.history)
+        snapshots, live = self._training_snapshots(session, through)
+        rated = agent_data.rated_snapshots(
+            store, snapshots, self.config.history, self._rated, live | {through.id}
+        )
         key = tuple((r.snapshot.id, r.rating_ids) for r in rated)
         if key in self._fits:
             self._fits.move_to_end(key)
@@ -118,30 +121,33 @@ class Agent:
             self._fits.popitem(last=False)
         return fitted
 
-    def _training_snapshots(self, session: Any, through: Any) -> list[Any]:
+    def _training_snapshots(self, session: Any, through: Any) -> tuple[list[Any], frozenset[str]]:
+        """The snapshots to learn from, oldest first, and the ids of the branch heads among
+        them (whose ratings may still change)."""
         store = session.store
         history = store.history(session.branch)
         ids = [s.id for s in history]
+        heads = {session.branch.head_snapshot_id}
         if through.id in ids:
-            line, later = (
-                history[: ids.index(through.id) + 1],
-                set(ids[ids.index(through.id) + 1 :]),
-            )
+            cut = ids.index(through.id) + 1
+            line, later = history[:cut], set(ids[cut:])
         else:  # a snapshot off this branch's current line: walk its parents
             line, later = [through], set()
             while line[-1].parent_id is not None:
                 line.append(store.get_snapshot(line[-1].parent_id))
             line.reverse()
         if self.config.scope == "branch":
-            return line
+            return line, frozenset(heads)
         seen = {s.id for s in line} | later
         others: dict[str, Any] = {}
         for branch in store.list_branches(session.run.id):
+            heads.add(branch.head_snapshot_id)
             for s in store.history(branch):
                 if s.id not in seen:
                     others.setdefault(s.id, s)
         # Stable order, oldest first, so the window keeps the newest generations.
-        return sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
+        ordered = sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
+        return ordered, frozenset(h for h in heads if h)
 
     # ---- predicting ---------------------------------------------------------------------
 

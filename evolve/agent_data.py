@@ -85,13 +85,35 @@ def person_group(store: Store, snapshot: Any) -> RatedSnapshot | None:
     return RatedSnapshot(snapshot, group, tuple(r.id or 0 for r in rows))
 
 
-def rated_snapshots(store: Store, snapshots: Sequence[Any], window: int) -> list[RatedSnapshot]:
-    """The newest ``window`` rated snapshots among ``snapshots`` (oldest first)."""
+def rated_snapshots(
+    store: Store,
+    snapshots: Sequence[Any],
+    window: int,
+    known: dict[str, RatedSnapshot | None] | None = None,
+    live: frozenset[str] = frozenset(),
+) -> list[RatedSnapshot]:
+    """The newest ``window`` rated snapshots among ``snapshots`` (oldest first).
+
+    Args:
+        store: where the rating events are.
+        snapshots: candidates for training, oldest first.
+        window: how many rated ones to keep.
+        known: a memo of earlier reads by snapshot id, updated in place. People rate a
+            generation while it is a branch head; once it has been evolved from, its
+            ratings are settled, so only ``live`` snapshots are read again. Reading every
+            generation each time would cost one query per generation of history.
+        live: snapshot ids to read from the store even when ``known`` has them.
+    """
     found: list[RatedSnapshot] = []
     for snapshot in reversed(snapshots):
         if len(found) >= window:
             break
-        rated = person_group(store, snapshot)
+        if known is not None and snapshot.id in known and snapshot.id not in live:
+            rated = known[snapshot.id]
+        else:
+            rated = person_group(store, snapshot)
+            if known is not None:
+                known[snapshot.id] = rated
         if rated is not None:
             found.append(rated)
     return found[::-1]

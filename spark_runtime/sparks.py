@@ -26,7 +26,6 @@ from PIL import Image
 from spark_runtime.pool import MAX_ATTEMPTS, SparkLost, SparkPool
 from spark_runtime.spark import InProcessSpark, ProgressCallback, Spark, SparkError
 
-KINDS = ("local", "process", "ray")
 MAX_PROCESS_SPARKS = 64
 _COUNT = re.compile(r"[0-9]+")
 

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spark_runtime.store import StoreError
 from spark_runtime.store.objects import check_sha
-from ui import handlers
+from ui import browse, handlers
 from ui.handlers import USER_ERRORS, UIError, Workbench
 from ui.live import start_evolve
 
@@ -88,15 +88,15 @@ def router(wb: Workbench) -> APIRouter:
 
     @api.get("/history")
     def history(request: Request) -> Any:
-        return call(handlers.history, dict(request.query_params))
+        return call(browse.history, dict(request.query_params))
 
     @api.get("/lineage")
     def lineage(request: Request) -> Any:
-        return call(handlers.lineage, dict(request.query_params))
+        return call(browse.lineage, dict(request.query_params))
 
     @api.get("/export")
     def export(request: Request) -> Any:
-        result = call(handlers.export_picks, dict(request.query_params))
+        result = call(browse.export_picks, dict(request.query_params))
         if isinstance(result, Response):
             return result
         name, data = result

@@ -38,16 +38,22 @@ def json_value(value: Any, what: str, kind: type = dict) -> Any:
         raise StoreError(f"{what} is not plain JSON: {exc}") from None
 
 
-def blobs(values: Any, what: str, n: int) -> list[bytes]:
+def blobs(values: Any, what: str, n: int) -> list[bytes | str]:
+    """One entry per individual: the bytes to store, or the sha256 of an object already stored."""
     if not isinstance(values, Sequence) or len(values) != n:
         got = len(values) if isinstance(values, Sequence) else type(values).__name__
         raise StoreError(
-            f"{what} must be a list of {n} byte strings (one per individual), got {got}"
+            f"{what} must be a list of {n} byte strings or object hashes (one per individual), got {got}"
         )
+    out: list[bytes | str] = []
     for i, v in enumerate(values):
-        if not isinstance(v, bytes | bytearray | memoryview):
-            raise StoreError(f"{what}[{i}] must be bytes, got {type(v).__name__}")
-    return [bytes(v) for v in values]
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, bytes | bytearray | memoryview):
+            out.append(bytes(v))
+        else:
+            raise StoreError(f"{what}[{i}] must be bytes or an object hash, got {type(v).__name__}")
+    return out
 
 
 @dataclass(frozen=True)

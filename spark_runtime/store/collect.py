@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from spark_runtime.store.errors import StoreError
 from spark_runtime.store.models import Branch, Individual, Snapshot
 from spark_runtime.store.objects import ObjectStore
 
@@ -81,8 +82,8 @@ def sweep(objects: ObjectStore, marked: set[str], grace_seconds: float) -> GcRep
             kept += 1
             continue
         try:
-            size = objects.path(sha).stat().st_size
-        except FileNotFoundError:
+            size = objects.size(sha)
+        except StoreError:  # removed by a concurrent collection
             continue
         if objects.delete(sha):
             removed += 1

@@ -226,9 +226,16 @@ class Store:
         # Fail early on a stale head, before writing objects that would only become garbage.
         with self._session() as s:
             q.check_parent(s, q.branch(s, branch_id), parent_id, generation)
-        snapshot.images = [self.objects.put(b) for b in image_blobs]
-        snapshot.thumbs = [self.objects.put(b) for b in thumb_blobs]
-        tensors = {p.id: self.objects.put(p.tensors) for p in prepared if p.tensors}
+        snapshot.images = self._put_objects(image_blobs, "images")
+        snapshot.thumbs = self._put_objects(thumb_blobs, "thumbs")
+        with_tensors = [p for p in prepared if p.tensors]
+        tensors = dict(
+            zip(
+                [p.id for p in with_tensors],
+                self.objects.put_many([p.tensors for p in with_tensors]),
+                strict=True,
+            )
+        )
         with self._session(write=True) as s:
             branch = q.branch(s, branch_id)
             parent = q.check_parent(s, branch, parent_id, generation)
@@ -254,6 +261,20 @@ class Store:
             if moved.rowcount != 1:
                 raise StoreError(f"branch {branch.name!r} moved; reload")
         return snapshot
+
+    def _put_objects(self, entries: Sequence[bytes | str], what: str) -> list[str]:
+        """Store the byte entries (all at once); hash entries must name objects already stored."""
+        fresh = [e for e in entries if isinstance(e, bytes)]
+        stored = iter(self.objects.put_many(fresh))
+        out = []
+        for entry in entries:
+            if isinstance(entry, bytes):
+                out.append(next(stored))
+            elif self.objects.exists(entry):
+                out.append(entry)
+            else:
+                raise StoreError(f"{what}: object {entry[:12]}... is not in the store")
+        return out
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         with self._session() as s:

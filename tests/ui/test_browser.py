@@ -199,7 +199,10 @@ def test_full_size_lineage_and_export(tabs: Any, live: Any) -> None:
         == f"/api/object/{st['images'][2]}"
     )
     tab.keys("Escape", "l")
-    tab.page.wait_for_selector(".im-lineage .im-level img")
+    tab.page.wait_for_selector(
+        ".im-lineage .im-arrow"
+    )  # a child of generation 0: "← 1" then its parents
+    assert tab.page.locator(".im-lineage img").count() >= 2
     tab.keys(" ")
     tab.saved()
     with tab.page.expect_download() as download:

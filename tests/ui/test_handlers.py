@@ -12,7 +12,7 @@ import pytest
 from evolve.export import read_metadata
 from evolve.session import RunSpec, Session
 from spark_runtime.store import Store
-from ui import handlers
+from ui import browse, handlers
 from ui.handlers import USER_ERRORS, Conflict, UIError
 from ui.live import start_evolve
 
@@ -234,16 +234,16 @@ def test_history_lineage_and_export_of_picks(wb: handlers.Workbench, run: dict[s
     _rate(wb, g0["id"], (2, "pick", None), (6, "pick", None), (6, "unpick", None))
     g1 = _evolve(wb, run)[-1]["state"]["snapshot"]
     _rate(wb, g1["id"], (7, "pick", None))
-    gens = handlers.history(wb, {"run": run["run"], "branch": "main"})
+    gens = browse.history(wb, {"run": run["run"], "branch": "main"})
     assert [g["generation"] for g in gens] == [0, 1]
     assert gens[0]["picks"] == [g0["thumbs"][2]] and gens[1]["picks"] == [g1["thumbs"][7]]
 
     child = next(i for i, ind in enumerate(g1["population"]) if ind not in g0["population"])
-    tree = handlers.lineage(wb, {"snapshot": g1["id"], "position": child})
+    tree = browse.lineage(wb, {"snapshot": g1["id"], "position": child})
     parents = tree["levels"][0]
     assert parents and all(p["generation"] == 0 and p["thumb"] in g0["thumbs"] for p in parents)
 
-    name, data = handlers.export_picks(wb, {"run": run["run"], "branch": "main", "session": A})
+    name, data = browse.export_picks(wb, {"run": run["run"], "branch": "main", "session": A})
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = sorted(zf.namelist())
         assert names == ["small-main-g0000-02.png", "small-main-g0001-07.png"]
@@ -251,7 +251,7 @@ def test_history_lineage_and_export_of_picks(wb: handlers.Workbench, run: dict[s
     assert name == "small-main-picks.zip"
     assert meta["genome_id"] == g1["population"][7] and meta["generation"] == 1
     with pytest.raises(UIError, match="no picks"):
-        handlers.export_picks(wb, {"run": run["run"], "branch": "main", "session": B})
+        browse.export_picks(wb, {"run": run["run"], "branch": "main", "session": B})
 
 
 def test_session_stats_count_decisions_and_skip_breaks() -> None:

@@ -46,6 +46,7 @@
   }
 
   let outbox = null; // built in mount(): outbox.js may load after this file
+  let panels = null; // likewise panels.js
 
   // --- layout ------------------------------------------------------------------------------
   function mount(element) {
@@ -56,7 +57,7 @@
         showStats(stats);
         if (batch.some((item) => item.kind === "pick" || item.kind === "unpick")) {
           clearTimeout(ui.historyTimer);
-          ui.historyTimer = setTimeout(loadHistory, 300);
+          ui.historyTimer = setTimeout(panels.loadHistory, 300);
         }
       },
       error: (message, refused, batch) => {
@@ -64,6 +65,7 @@
         if (refused && batch && ui.st && batch[0].snapshot === ui.st.snapshot.id) refresh();
       },
     });
+    panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox });
     root.replaceChildren();
     const els = ui.els;
     els.root = root;
@@ -74,7 +76,7 @@
     els.history = h("div", { class: "im-history" });
     els.lineage = h("div", { class: "im-lineage" });
     els.message = h("div", { class: "im-message", role: "status" });
-    els.overlay = h("div", { class: "im-overlay", onclick: () => closeOverlay() });
+    els.overlay = h("div", { class: "im-overlay", onclick: () => panels.closeOverlay() });
     root.append(els.top, els.progress, els.grid, els.controls, els.history, els.lineage, els.message, els.overlay);
     if (!ui.listening) {
       ui.listening = true;
@@ -137,7 +139,11 @@
         return flash("ratings given during an unfinished render were dropped", true);
       }
       await new Promise((r) => setTimeout(r, 500));
-      st = await call("GET", `/api/state?${query({ run: st.run.id, branch: st.branch })}`);
+      try {
+        st = await call("GET", `/api/state?${query({ run: st.run.id, branch: st.branch })}`);
+      } catch (err) {
+        return flash(err.message, true);
+      }
     }
   }
 
@@ -160,9 +166,9 @@
     if (ui.strength == null || !sameSnapshot) ui.strength = st.settings.mutation_strength;
     renderTop();
     renderGrid(st.snapshot.thumbs.length, st.snapshot.thumbs);
-    renderControls();
+    panels.renderControls();
     showStats(st.stats);
-    loadHistory();
+    panels.loadHistory();
   }
 
   function applyMark(item) {
@@ -186,7 +192,7 @@
       h("button", { class: "im-runs", title: "runs", onclick: () => document.body.classList.toggle("im-open") }, "☰"),
       h("span", { class: "im-title" }, st.run.name), branches, where,
       h("span", { class: "im-spacer" }), ui.els.stats, ui.els.queue,
-      h("button", { class: "im-runs", tabindex: "-1", title: "keys (?)", onclick: help }, "?"));
+      h("button", { class: "im-runs", tabindex: "-1", title: "keys (?)", onclick: panels.help }, "?"));
   }
 
   function showStats(stats) {
@@ -241,7 +247,7 @@
     const rate = h("div", { class: "im-rate" },
       ...[1, 2, 3, 4, 5].map((s) => h("button", { tabindex: "-1", title: `score ${s}`, onclick: (e) => { e.stopPropagation(); setFocus(i); score(s); } }, String(s))),
       h("button", { tabindex: "-1", title: "pick (space)", class: "im-pickbtn", onclick: (e) => { e.stopPropagation(); setFocus(i); togglePick(); } }, "★"));
-    return h("div", { class: "im-cell im-wait", "data-pos": i, onclick: () => setFocus(i), ondblclick: () => { setFocus(i); fullSize(); } },
+    return h("div", { class: "im-cell im-wait", "data-pos": i, onclick: () => setFocus(i), ondblclick: () => { setFocus(i); panels.fullSize(); } },
       h("img", { alt: `candidate ${i + 1}`, decoding: "async", draggable: "false" }),
       h("span", { class: "im-score" }), h("span", { class: "im-pick" }, "★"), rate);
   }
@@ -285,7 +291,7 @@
     paint(old);
     paint(ui.focus);
     ui.els.grid.children[ui.focus].scrollIntoView({ block: "nearest" });
-    if (ui.els.lineage.childElementCount) lineage();
+    if (ui.els.lineage.childElementCount) panels.lineage();
   }
 
   // --- decisions ---------------------------------------------------------------------------
@@ -319,7 +325,7 @@
     ui.rendering = render;
     progress(0, st.snapshot.thumbs.length, "saving ratings…");
     await outbox.idle();
-    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: checkedLocks() };
+    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: panels.checkedLocks() };
     try {
       const response = await fetch("/api/evolve", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       if (!response.ok) {
@@ -425,84 +431,6 @@
     } catch (err) { flash(err.message, true); }
   }
 
-  // --- controls, history, lineage, full size, export ----------------------------------------
-  function renderControls() {
-    const st = ui.st;
-    const value = h("span", { class: "im-strength-value" }, ui.strength.toFixed(2));
-    const slider = h("input", { type: "range", min: "0", max: "1", step: "0.05", value: String(ui.strength), class: "im-strength", "aria-label": "mutation strength",
-      oninput: (e) => { ui.strength = Number(e.target.value); value.textContent = ui.strength.toFixed(2); },
-      onchange: () => ui.els.grid.focus({ preventScroll: true }) });
-    const locks = st.lockable.map((name) => h("label", { class: "im-lock" },
-      h("input", { type: "checkbox", value: name, checked: st.settings.locks.includes(name), onchange: () => ui.els.grid.focus({ preventScroll: true }) }), ` ${name}`));
-    const button = (label, key, fn) => h("button", { class: "im-btn", tabindex: "-1", onclick: () => { fn(); ui.els.grid.focus({ preventScroll: true }); } }, label, h("kbd", {}, key));
-    ui.els.controls.replaceChildren(
-      h("label", { class: "im-slider", title: "mutation strength: how far children stray from their parents" }, "mutation ", slider, value),
-      h("span", { class: "im-locks" }, locks.length ? "lock " : "", ...locks),
-      h("span", { class: "im-spacer" }),
-      button("evolve", "⏎", () => evolve(performance.now())), button("back", "u", undo), button("fork", "f", fork),
-      button("full size", "v", fullSize), button("lineage", "l", lineage), button("export", "e", exportPicks));
-  }
-  const checkedLocks = () => Array.from(ui.els.controls.querySelectorAll(".im-lock input:checked"), (el) => el.value);
-
-  async function loadHistory() {
-    const st = ui.st;
-    if (!st) return;
-    try {
-      const gens = await call("GET", `/api/history?${query({ run: st.run.id, branch: st.branch })}`);
-      if (ui.st !== st) return;
-      ui.els.history.replaceChildren(...gens.map((g) => h("button", {
-        class: "im-gen-tile" + (g.generation === st.snapshot.generation ? " im-current" : ""), tabindex: "-1", "data-gen": g.generation,
-        title: `generation ${g.generation}: ${g.ratings} rating(s)`, onclick: () => open(st.run.id, st.branch, g.generation),
-      }, h("span", {}, `g${g.generation}`), ...g.picks.slice(0, 4).map((sha) => h("img", { src: obj(sha), alt: "" })))));
-      const current = $(".im-current", ui.els.history);
-      if (current) current.scrollIntoView({ block: "nearest", inline: "nearest" });
-    } catch (err) { flash(err.message, true); }
-  }
-
-  async function lineage() {
-    const st = ui.st;
-    if (!st || ui.rendering) return;
-    try {
-      const data = await call("GET", `/api/lineage?${query({ snapshot: st.snapshot.id, position: ui.focus })}`);
-      const thumb = (a) => (a.thumb ? h("img", { src: obj(a.thumb), title: `generation ${a.generation}` }) : h("span", { class: "im-noimg" }, a.id.slice(0, 8)));
-      const levels = data.levels.flatMap((level, i) => [h("span", { class: "im-arrow" }, `← ${i + 1}`), ...level.map(thumb)]);
-      ui.els.lineage.replaceChildren(h("span", {}, `lineage of #${ui.focus + 1}`), h("img", { src: obj(data.thumb) }),
-        ...(levels.length ? levels : [h("span", {}, "no ancestors: a first-generation or newcomer genome")]),
-        h("button", { class: "im-btn", tabindex: "-1", title: "close (Esc)", onclick: () => ui.els.lineage.replaceChildren() }, "×"));
-    } catch (err) { flash(err.message, true); }
-  }
-
-  function fullSize() {
-    const st = ui.st;
-    if (!st || ui.rendering) return;
-    if (ui.els.overlay.classList.contains("im-show")) return closeOverlay();
-    const sha = st.snapshot.images[ui.focus];
-    const name = `${st.run.name}-${st.branch}-g${st.snapshot.generation}-${ui.focus}.png`;
-    ui.els.overlay.replaceChildren(h("img", { src: obj(sha), alt: "full size" }),
-      h("a", { href: `${obj(sha)}?download=${encodeURIComponent(name)}`, onclick: (e) => e.stopPropagation() }, "download PNG"));
-    ui.els.overlay.classList.add("im-show");
-  }
-
-  function help() {
-    const keys = [["← ↑ → ↓", "move"], ["1–5", "score"], ["0", "clear score"], ["space", "pick"], ["Enter", "evolve"], ["Backspace / u", "back one generation"],
-      ["f", "fork from the shown generation"], ["[ ]", "older / newer generation"], ["h", "back to the head"], ["v", "full size"], ["l", "lineage"],
-      ["- =", "mutation strength"], ["e", "export picks"], ["Esc", "close"]];
-    ui.els.overlay.replaceChildren(h("div", { class: "im-help" }, ...keys.map(([k, what]) => h("div", {}, h("kbd", {}, k), ` ${what}`))));
-    ui.els.overlay.classList.add("im-show");
-  }
-  const closeOverlay = () => ui.els.overlay.classList.remove("im-show");
-
-  async function exportPicks() {
-    const st = ui.st;
-    if (!st) return;
-    await outbox.idle();
-    const response = await fetch(`/api/export?${query({ run: st.run.id, branch: st.branch })}`);
-    if (!response.ok) return flash((await response.json().catch(() => ({}))).error || "export failed", true);
-    const url = URL.createObjectURL(await response.blob());
-    h("a", { href: url, download: `${st.run.name}-${st.branch}-picks.zip` }).click();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-  }
-
   // --- keys --------------------------------------------------------------------------------
   function onKey(e) {
     const t = e.target;
@@ -512,7 +440,7 @@
     const st = ui.st;
     const k = e.key;
     let handled = true;
-    if (k === "?") help();
+    if (k === "?") panels.help();
     else if (!st) {
       if (k === "Enter") createDefault();
       else if (k === "o" && ui.latest) open(ui.latest.id, ui.latest.branches[0] || "main");
@@ -527,23 +455,23 @@
     else if (k === "Enter") evolve(e.timeStamp);
     else if (k === "Backspace" || k === "u") undo();
     else if (k === "f") fork();
-    else if (k === "v") fullSize();
-    else if (k === "l") lineage();
-    else if (k === "e") exportPicks();
-    else if (k === "Escape") { closeOverlay(); ui.els.lineage.replaceChildren(); }
+    else if (k === "v") panels.fullSize();
+    else if (k === "l") panels.lineage();
+    else if (k === "e") panels.exportPicks();
+    else if (k === "Escape") { panels.closeOverlay(); ui.els.lineage.replaceChildren(); }
     else if (k === "h" && !st.is_head) open(st.run.id, st.branch);
     else if (k === "[" && st.snapshot.generation > 0) open(st.run.id, st.branch, st.snapshot.generation - 1);
     else if (k === "]" && !st.is_head) open(st.run.id, st.branch, st.snapshot.generation + 1);
     else if (k === "-" || k === "=") {
       ui.strength = Math.max(0, Math.min(1, Math.round((ui.strength + (k === "=" ? 0.05 : -0.05)) * 100) / 100));
-      renderControls();
+      panels.renderControls();
     } else handled = false;
     if (handled) e.preventDefault();
   }
 
   window.Imagery = {
     mount,
-    open: (run, branch) => { closeOverlay(); open(run, branch || "main"); },
+    open: (run, branch) => { if (panels) panels.closeOverlay(); open(run, branch || "main"); },
     debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
   };
 })();
