@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from spark_runtime import genome_codec
-from spark_runtime.store import checks, collect
+from spark_runtime.store import checks, collect, migrations
 from spark_runtime.store import queries as q
 from spark_runtime.store.engine import make_engines
 from spark_runtime.store.errors import StoreError
@@ -57,9 +57,12 @@ class Store:
         self.objects = ObjectStore(self.root / "objects")
         url = db_url or f"sqlite:///{(self.root / 'imagery.db').as_posix()}"
         self._engine, self._write_engine = make_engines(url)
-        # Inside a write transaction, so stores opened at once do not race to create tables.
-        with self._write_engine.begin() as conn:
-            SQLModel.metadata.create_all(conn, tables=_TABLES)
+        # A new database is created, and an older one brought up to date, through the
+        # migrations (one locked transaction, so stores opened at once do not race).
+        with self._engine.connect() as conn:
+            revision = migrations.revision_of(conn)
+        if revision != migrations.head():
+            migrations.upgrade(url)
 
     def close(self) -> None:
         self._engine.dispose()

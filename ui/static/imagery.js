@@ -323,6 +323,7 @@
     if (!st.is_head) return flash(`you are viewing generation ${st.snapshot.generation}: press f to fork from it, or h to go back to the head`, true);
     const render = { start, parent: st.snapshot.id, images: 0, visible: null };
     ui.rendering = render;
+    clearTimeout(ui.historyTimer); // "done" reloads the history; nothing may compete with the render
     progress(0, st.snapshot.thumbs.length, "saving ratings…");
     await outbox.idle();
     const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: panels.checkedLocks() };

@@ -11,6 +11,7 @@ A new schema change is a new file in ``versions/`` (``alembic revision`` with th
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -37,6 +38,7 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head() -> str:
     """The newest revision this code knows."""
     revision = ScriptDirectory.from_config(_config()).get_current_head()
@@ -46,6 +48,13 @@ def head() -> str:
 
 def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def revision_of(conn: Connection) -> str | None:
+    """The revision of an open connection's database, cheaply (None if it has no version row)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return _current(conn)
 
 
 def current(db_url: str) -> str | None:
@@ -99,4 +108,4 @@ def upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str]:
     return before, after
 
 
-__all__ = ["BASELINE", "current", "head", "upgrade"]
+__all__ = ["BASELINE", "current", "head", "revision_of", "upgrade"]
