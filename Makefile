@@ -41,9 +41,14 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP)
+# Each prints a ratio against a reference measured in the same run (see bench/README.md).
+bench: $(STAMP) system-deps
 	$(PY) bench/cppn_render.py
 	$(PY) bench/fork.py
+	$(PY) bench/sparks.py
+	$(PY) bench/diffusion.py
+	$(PY) bench/ui_latency.py
+	$(PY) bench/steering.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -127,7 +127,7 @@ class Agent:
         store = session.store
         history = store.history(session.branch)
         ids = [s.id for s in history]
-        heads = {session.branch.head_snapshot_id}
+        heads = {s.id for s in history[-1:]}
         if through.id in ids:
             cut = ids.index(through.id) + 1
             line, later = history[:cut], set(ids[cut:])
@@ -187,11 +187,12 @@ class Agent:
         hits, count = 0.0, 0
         history = session.store.history(session.branch)
         made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
+        live = frozenset(s.id for s in history[-1:])  # the head's ratings may still change
         for snapshot in made[-last:] if last else made:
-            rated = person_group(session.store, snapshot)
-            if rated is None:
+            rated = agent_data.rated_snapshots(session.store, [snapshot], 1, self._rated, live)
+            if not rated:
                 continue
-            chosen = _chosen(rated)
+            chosen = _chosen(rated[0])
             if chosen:
                 utility = np.asarray(snapshot.settings["agent"]["utility"], dtype=np.float64)
                 hits += _agreement(chosen, utility) * len(chosen)
@@ -210,7 +211,8 @@ class Agent:
             x = self.features.get(
                 [ch.id for ch in children], [ch.genome for ch in children], _renderer(session)
             )
-            mean, std = fitted.model.predict(x)
+            with single_blas_thread():
+                mean, std = fitted.model.predict(x)
             cols = self.features.maker.image_columns(x.shape[1])
             scale = fitted.model.scale
             return screen(
@@ -244,8 +246,8 @@ def autopilot(
 
     Each generation the agent scores the head's candidates with its model (rating events
     of session ``AGENT_SESSION``; positions the person already scored keep their score),
-    and the session evolves with the agent screening, exploiting only: with nobody to
-    answer, there is nothing to explore for. The generations are ordinary snapshots.
+    and the session evolves with the agent screening by predicted score alone: with nobody
+    to answer, neither exploring nor optimism can teach it anything. The generations are ordinary snapshots.
 
     Args:
         session: the session to drive; its own agent is used unless ``agent`` is given.
@@ -259,7 +261,7 @@ def autopilot(
     if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
         raise AgentError(f"autopilot needs at least 1 generation, got {generations!r}")
     base = agent or getattr(session, "agent", None) or Agent()
-    pilot = base.with_config(explore=0.0)
+    pilot = base.with_config(explore=0.0, beta=0.0)
     saved = getattr(session, "agent", None)
     session.agent = pilot
     try:

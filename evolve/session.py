@@ -8,7 +8,6 @@ process, and makes the same next generation.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -282,24 +281,28 @@ class Session:
     def evolve_live(
         self,
         settings: EngineSettings | None = None,
-        on_image: Callable[[int, str, bytes], None] | None = None,
+        on_image: Callable[[int, Any, str | None], None] | None = None,
         progress: Progress | None = None,
         chunks: int = 4,
     ) -> Any:
-        """``evolve`` from the head's ratings, announcing each image the moment it is encoded.
+        """``evolve`` from the head's ratings, announcing each image as soon as its batch renders.
 
         The new population renders in up to ``chunks`` batches (few calls keep batching
-        efficient; more show images sooner). After each batch every new thumbnail is announced
-        as ``on_image(position, thumb_sha, thumb_bytes)`` before it is written, so a browser can
-        show it at once (serve those bytes until the commit lands); elites reused from the
-        parent are announced first. Full-size PNGs are encoded and all objects written after
-        the last batch. The commit is the same as ``evolve``'s, and so is the generation.
+        efficient; more show images sooner). Each image is announced the moment its batch
+        finishes, as ``on_image(position, pil_image, None)``, so a browser can be shown a quick
+        preview; elites reused from the parent come first, as ``on_image(position, None,
+        thumb_sha)`` (their thumbnail is already stored). Thumbnails and PNGs are encoded and
+        written after the last batch, off the path to the screen. The commit is the same as
+        ``evolve``'s, and so is the generation it makes.
         """
         head = self.head()
-        # The current population's own parents play no part in making the next one: skip
-        # the per-individual lookups that ``candidates`` does.
-        genomes = self.store.genomes(head)
-        candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
+        if self.agent is None:
+            # Without an agent nothing reads the current population's own parents (elites keep
+            # their stored rows): skip the per-individual lookups ``candidates`` makes.
+            genomes = self.store.genomes(head)
+            candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
+        else:
+            candidates = self.candidates(head)
         # One read of the ratings, so the fitness and the consumed ids agree exactly.
         rows = self.store.ratings(head.id)
         fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
@@ -311,7 +314,7 @@ class Session:
         except EngineError as exc:
             raise SessionError(str(exc)) from None
         engine.ask()
-        children = engine.tell(fitness)
+        children, extra = self._tell(engine, fitness, head, {})
         images, thumbs = self._render_live(children, head, on_image, progress, chunks)
         return self.store.commit_generation(
             branch_id=self.branch.id,
@@ -321,7 +324,7 @@ class Session:
             images=images,
             thumbs=thumbs,
             rng_state=engine.rng_state,
-            settings={"engine": engine.settings.to_dict()},
+            settings={"engine": engine.settings.to_dict(), **extra},
             consumed_ratings=[r.id for r in rows],
             generator_config=self.run.generator_config,
         )
@@ -330,11 +333,11 @@ class Session:
         self,
         population: Sequence[Candidate],
         parent: Any,
-        on_image: Callable[[int, str, bytes], None] | None,
+        on_image: Callable[[int, Any, str | None], None] | None,
         progress: Progress | None,
         chunks: int,
     ) -> tuple[list[bytes], list[bytes]]:
-        announce = on_image or (lambda position, sha, data: None)
+        announce = on_image or (lambda position, image, sha: None)
         total = len(population)
         positions: dict[str, list[int]] = {}
         for position, c in enumerate(population):
@@ -344,11 +347,11 @@ class Session:
             if cid in positions and cid not in encoded:
                 encoded[cid] = (self.store.objects.get(image_hash), self.store.objects.get(thumb_hash))
                 for position in positions[cid]:
-                    announce(position, thumb_hash, encoded[cid][1])
+                    announce(position, None, thumb_hash)
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in encoded]
         done = total - sum(len(positions[c.id]) for c in unique)
         step = max(1, -(-len(unique) // max(1, chunks)))
-        finished: list[tuple[Candidate, Any, bytes]] = []
+        finished: list[tuple[Candidate, Any]] = []
         for start in range(0, len(unique), step):
             part = unique[start : start + step]
 
@@ -361,21 +364,18 @@ class Session:
             except GeneratorError as exc:
                 raise SessionError(str(exc)) from None
             done += sum(len(positions[c.id]) for c in part)
-            # Thumbnails right here, between batches: on a busy CPU, encoding beside a running
-            # render slows the render (its worker threads spin at every barrier) far more
-            # than it saves.
             for c, im in zip(part, rendered, strict=True):
-                thumb = encode_thumb(im)
-                thumb_hash = hashlib.sha256(thumb).hexdigest()
                 for position in positions[c.id]:
-                    announce(position, thumb_hash, thumb)
-                finished.append((c, im, thumb))
+                    announce(position, im, None)
+                finished.append((c, im))
         if progress:
             progress(total, total)
 
-        def write(c: Candidate, im: Any, thumb: bytes) -> None:
+        # Encoding beside a running render slows the render (on a busy CPU its worker threads
+        # spin at every barrier) more than it saves, so all of it waits for the last batch.
+        def write(c: Candidate, im: Any) -> None:
+            thumb, image = encode_thumb(im), encode_png(im)
             # Written ahead of the commit so it only re-hashes; the commit point is unchanged.
-            image = encode_png(im)
             self.store.objects.put(thumb)
             self.store.objects.put(image)
             encoded[c.id] = (image, thumb)

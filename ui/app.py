@@ -25,6 +25,7 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from imagery import GENERATORS  # noqa: E402
+from spark_runtime.sparks import SessionSparks  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 from ui import api, handlers  # noqa: E402
 from ui.handlers import USER_ERRORS, UIError, Workbench  # noqa: E402
@@ -255,9 +256,10 @@ def build_app(
     credentials: Sequence[tuple[str, str]] = (),
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    sparks: SessionSparks | None = None,
 ) -> Any:
     """The whole ASGI app: ``/api`` routes, static files and the Gradio page at ``/``."""
-    wb = Workbench(store)
+    wb = Workbench(store, sparks=sparks)
     app = FastAPI(title="imagery", docs_url=None, redoc_url=None, openapi_url=None)
     api.install(app, wb)
     theme = gr.themes.Base(
@@ -288,17 +290,20 @@ def serve(
     port: int = DEFAULT_PORT,
     auth: str | None = None,
     auth_file: str | None = None,
+    sparks: str = "local",
 ) -> None:
     """Check the address and credentials, print the URL and serve until Ctrl+C."""
     import uvicorn
 
     credentials = parse_auth(auth, auth_file)
     check_address(host, port, credentials)
+    session_sparks = SessionSparks(sparks)
     store = Store(store_root, db_url=db_url)
-    app = build_app(store, credentials, host, port)
+    app = build_app(store, credentials, host, port, sparks=session_sparks)
     shown = f"[{host}]" if ":" in host else host
     print(f"imagery UI on http://{shown}:{port}  (store {store_root}; Ctrl+C stops)", flush=True)
     try:
         uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning")
     finally:
+        session_sparks.close()
         store.close()

@@ -36,7 +36,7 @@ def history(wb: Workbench, query: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def lineage(wb: Workbench, query: Mapping[str, Any], max_depth: int = 8) -> dict[str, Any]:
+def lineage(wb: Workbench, query: Mapping[str, Any], max_depth: int = 6) -> dict[str, Any]:
     """Ancestors of one candidate, generation by generation, with their thumbnails."""
     query = payload(query)
     snap = wb.store.get_snapshot(text(query, "snapshot"))

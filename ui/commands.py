@@ -252,6 +252,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
         port=args.port,
         auth=args.auth,
         auth_file=args.auth_file,
+        sparks=args.sparks,
     )
 
 

@@ -21,6 +21,7 @@ from evolve.export import ExportError
 from evolve.session import RunSpec, Session, SessionError
 from imagery import GENERATORS, GeneratorError
 from spark_runtime.spark import InProcessSpark, SparkError, build_generator
+from spark_runtime.sparks import SessionSparks
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.ratings import fold_picks, fold_scores
 from ui.refs import RefError, check_name
@@ -100,9 +101,14 @@ class Workbench:
         max_sessions: how many (run, branch, tab) sessions to keep built.
     """
 
-    def __init__(self, store: Store, max_sessions: int = 256) -> None:
+    def __init__(
+        self, store: Store, max_sessions: int = 256, sparks: SessionSparks | None = None
+    ) -> None:
         self.store = store
         self.max_sessions = max_sessions
+        # With process or Ray sparks each browser tab leases its own spark, so one person's
+        # heavy render never queues behind another's; "local" shares one in-process spark per run.
+        self.sparks = sparks if sparks is not None and sparks.spec.kind != "local" else None
         self.lock = threading.Lock()
         self.busy: set[str] = set()  # branch ids with a generation rendering
         self._sparks: dict[str, InProcessSpark] = {}
@@ -130,7 +136,12 @@ class Workbench:
             if key in self._sessions:
                 self._sessions.move_to_end(key)
                 return self._sessions[key]
-        built = Session(self.store, run.id, branch, spark=self.spark(run), session_id=tab)
+        spark = (
+            self.sparks.spark(tab, run.target, run.generator_config)
+            if self.sparks
+            else self.spark(run)
+        )
+        built = Session(self.store, run.id, branch, spark=spark, session_id=tab)
         with self.lock:
             self._sessions[key] = built
             while len(self._sessions) > self.max_sessions:

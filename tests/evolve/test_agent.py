@@ -99,6 +99,19 @@ def test_predictions_for_the_shown_generation_are_recorded_and_read_back(tmp_pat
     assert not first.recorded and set(first.scores) == {2.5}
 
 
+def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session, AgentConfig(offspring_factor=2))
+    session.rate({0: 5, 1: 0})
+    assert agent.fit(session).ratings == 2
+    session.rate({2: 4})
+    assert agent.fit(session).ratings == 3
+    shown = []
+    head = session.evolve_live(on_image=lambda position, *_: shown.append(position))
+    assert sorted(shown) == list(range(POP)) and len(head.settings["agent"]["predicted"]) == POP
+
+
 def test_the_agent_learns_a_hidden_taste_from_a_simulated_rater(tmp_path: Path) -> None:
     store = Store(tmp_path)
     session = new_session(store, seed=11)

@@ -34,6 +34,7 @@ class Tab:
         self.page = self.context.new_page()
         self.outside: list[str] = []
         self.errors: list[str] = []
+        self.expected: list[str] = []  # error messages a test provokes on purpose
         self.page.on("request", self._request)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.goto(live.url)
@@ -72,6 +73,10 @@ class Tab:
     def close(self) -> None:
         assert self.outside == [], f"requests left the machine: {self.outside}"
         assert self.errors == [], f"script errors: {self.errors}"
+        shown = self.page.evaluate("() => window.Imagery.debug().errors")
+        assert [m for m in shown if not any(e in m for e in self.expected)] == [], (
+            f"error messages shown: {shown}"
+        )
         self.context.close()
 
 
@@ -180,6 +185,7 @@ def test_two_tabs_rate_the_same_run_without_overwriting(tabs: Any, live: Any) ->
     # The first tab evolves; the second, still showing generation 0, gets a clear message.
     first.keys("Enter")
     first.generation_shown(1)
+    second.expected.append("moved to generation 1 in another tab")
     second.keys("Enter")
     second.page.wait_for_selector(".im-message.im-error.im-show")
     assert "moved to generation 1 in another tab" in second.page.locator(".im-message").inner_text()

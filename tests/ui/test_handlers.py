@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from evolve.export import read_metadata
 from evolve.session import RunSpec, Session
@@ -151,10 +153,15 @@ def test_live_evolve_streams_every_image_then_commits(
     events = _evolve(wb, run, strength=0.6, locks=["color"])
     kinds = [e["type"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
-    images = {e["position"]: e["thumb"] for e in events if e["type"] == "image"}
+    shown = [e for e in events if e["type"] == "image"]
     done = events[-1]["state"]
-    assert sorted(images) == list(range(8))
-    assert [images[i] for i in range(8)] == done["snapshot"]["thumbs"]
+    assert sorted(e["position"] for e in shown) == list(range(8))  # each image once
+    for e in shown:
+        if "thumb" in e:  # an elite: its stored thumbnail, as the commit has it
+            assert e["thumb"] == done["snapshot"]["thumbs"][e["position"]]
+        else:  # a new image: a JPEG preview at once, before anything is written
+            data = base64.b64decode(e["preview"].removeprefix("data:image/jpeg;base64,"))
+            assert Image.open(io.BytesIO(data)).size == (32, 32)
     assert done["snapshot"]["generation"] == 1 and done["snapshot"]["parent_id"] == snap
     assert done["settings"] == {"mutation_strength": 0.6, "locks": ["color"]}
     assert store.get_snapshot(done["snapshot"]["id"]).consumed_ratings == [

@@ -24,7 +24,7 @@
   if (!S.getItem("imagery.session")) S.setItem("imagery.session", randomId());
   const session = S.getItem("imagery.session");
 
-  const ui = { st: null, focus: 0, scores: {}, picks: new Set(), rendering: null, strength: null, perf: [], els: {} };
+  const ui = { st: null, focus: 0, scores: {}, picks: new Set(), rendering: null, strength: null, perf: [], errors: [], els: {} };
 
   async function call(method, path, body) {
     const init = { method, headers: { "Content-Type": "application/json" } };
@@ -37,6 +37,7 @@
   const query = (params) => new URLSearchParams({ session, ...params }).toString();
 
   function flash(text, isError) {
+    if (isError) ui.errors.push(text);
     const el = ui.els.message;
     if (!el) return;
     el.textContent = text;
@@ -374,7 +375,9 @@
       const cell = ui.els.grid.children[ev.position];
       if (cell) {
         cell.dataset.render = String(render.start);
-        setImage(cell, ev.thumb, ev.data ? `data:image/webp;base64,${ev.data}` : obj(ev.thumb));
+        // A preview until "done" names the stored thumbnail; renderGrid then swaps it in.
+        if (ev.thumb) setImage(cell, ev.thumb, obj(ev.thumb));
+        else setImage(cell, "", ev.preview);
       }
     } else if (ev.type === "done") {
       render.done = true;
@@ -473,6 +476,6 @@
   window.Imagery = {
     mount,
     open: (run, branch) => { if (panels) panels.closeOverlay(); open(run, branch || "main"); },
-    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
+    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, errors: [...ui.errors], scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
   };
 })();

@@ -34,7 +34,7 @@
           class: "im-gen-tile" + (g.generation === st.snapshot.generation ? " im-current" : ""), tabindex: "-1", "data-gen": g.generation,
           title: `generation ${g.generation}: ${g.ratings} rating(s)`, onclick: () => open(st.run.id, st.branch, g.generation),
         }, h("span", {}, `g${g.generation}`), ...g.picks.slice(0, 4).map((sha) => h("img", { src: obj(sha), alt: "" })))));
-        const current = $(".im-current", ui.els.history);
+        const current = ui.els.history.querySelector(".im-current");
         if (current) current.scrollIntoView({ block: "nearest", inline: "nearest" });
       } catch (err) { flash(err.message, true); }
     }
@@ -45,7 +45,12 @@
       try {
         const data = await call("GET", `/api/lineage?${query({ snapshot: st.snapshot.id, position: ui.focus })}`);
         const thumb = (a) => (a.thumb ? h("img", { src: obj(a.thumb), title: `generation ${a.generation}` }) : h("span", { class: "im-noimg" }, a.id.slice(0, 8)));
-        const levels = data.levels.flatMap((level, i) => [h("span", { class: "im-arrow" }, `← ${i + 1}`), ...level.map(thumb)]);
+        // At most four ancestors a generation keep the strip to one line; the title counts the rest.
+        const levels = data.levels.flatMap((level, i) => [
+          h("span", { class: "im-arrow", title: `${level.length} ancestor(s) ${i + 1} generation(s) back` }, `← ${i + 1}`),
+          ...level.slice(0, 4).map(thumb),
+          level.length > 4 ? h("span", {}, `+${level.length - 4}`) : null,
+        ]).filter(Boolean);
         ui.els.lineage.replaceChildren(h("span", {}, `lineage of #${ui.focus + 1}`), h("img", { src: obj(data.thumb) }),
           ...(levels.length ? levels : [h("span", {}, "no ancestors: a first-generation or newcomer genome")]),
           h("button", { class: "im-btn", tabindex: "-1", title: "close (Esc)", onclick: () => ui.els.lineage.replaceChildren() }, "×"));
