@@ -33,7 +33,11 @@ class SessionError(ValueError):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What ``imagery new`` asks for."""
+    """What ``imagery new`` asks for.
+
+    ``init_images`` (encoded image bytes, e.g. CPPN renders) seed generation 0 through the
+    generator's ``from_image`` (diffusion img2img): a run can start from evolved shapes.
+    """
 
     name: str
     generator: str = "cppn"
@@ -42,6 +46,23 @@ class RunSpec:
     size: int = 256
     seed: int = 1
     settings: dict[str, Any] | None = None
+    init_images: tuple[bytes, ...] = ()
+
+
+def _seeded_population(generator: Any, spec: RunSpec, rng: np.random.Generator) -> list[Candidate] | None:
+    """Generation 0 from seed images, cycling through them; None for random genomes."""
+    if not spec.init_images:
+        return None
+    if not hasattr(generator, "from_image"):
+        raise SessionError(f"the {spec.generator} generator cannot start from images; use --generator diffusion")
+    images = []
+    for data in spec.init_images:
+        try:
+            images.append(decode(data))
+        except OSError:
+            raise SessionError("a seed image is not a readable image") from None
+    genomes = [generator.from_image(images[i % len(images)], rng) for i in range(spec.population)]
+    return [Candidate.of(g) for g in genomes]
 
 
 def generator_target(kind: str) -> str:
@@ -96,7 +117,7 @@ class Session:
         if hasattr(generator, "check_model"):  # cheap file checks: fail before anything is stored
             generator.check_model()
         rng = np.random.Generator(np.random.PCG64(spec.seed))
-        engine = Engine(generator, settings, rng)
+        engine = Engine(generator, settings, rng, _seeded_population(generator, spec, rng))
         run = store.create_run(
             name=spec.name,
             generator=spec.generator,

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", help="diffusion: local config folder for a single-file checkpoint")
     p.add_argument("--prompt", help="diffusion: prompt")
     p.add_argument("--negative", help="diffusion: negative prompt")
+    p.add_argument("--init-image", action="append", metavar="FILE", help="diffusion: start from this image via img2img (repeatable)")
+    p.add_argument("--init-from", metavar="RUN@GEN", help="diffusion: start from a generation of another run (its picks, else all)")
 
     p = sub.add_parser("run", help="headless batch run with an automatic fitness")
     p.add_argument("run")

@@ -67,20 +67,37 @@ def _generator_config(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_new(args: argparse.Namespace) -> str:
     name = check_name("run", args.name) if args.name else f"{args.generator}-{uuid.uuid4().hex[:6]}"
     settings = {"mutation_strength": args.strength} if args.strength is not None else {}
-    spec = RunSpec(
-        name=name,
-        generator=args.generator,
-        generator_config=_generator_config(args),
-        population=args.population,
-        size=args.size,
-        seed=args.seed,
-        settings=settings,
-    )
     with open_store(args) as store:
         if args.population < 1:
             raise SessionError(f"population must be at least 1, got {args.population}")
+        spec = RunSpec(
+            name=name,
+            generator=args.generator,
+            generator_config=_generator_config(args),
+            population=args.population,
+            size=args.size,
+            seed=args.seed,
+            settings=settings,
+            init_images=_init_images(store, args),
+        )
         session = Session.create(store, spec, progress=ProgressBar("generation 0", args.population))
         return session.run.id
+
+
+def _init_images(store: Store, args: argparse.Namespace) -> tuple[bytes, ...]:
+    """Seed images for an img2img start: files, and/or a generation's picks (else all of it)."""
+    images = []
+    for path in args.init_image or []:
+        try:
+            images.append(Path(path).read_bytes())
+        except OSError:
+            raise SessionError(f"cannot read seed image {path!r}") from None
+    if args.init_from:
+        source, ref = _session(store, args.init_from)
+        snapshot = store.snapshot_at(source.branch, ref.generation) if ref.generation is not None else source.head()
+        picks = sorted(store.current_picks(snapshot.id)) or range(len(snapshot.images))
+        images.extend(store.objects.get(snapshot.images[i]) for i in picks)
+    return tuple(images)
 
 
 def _session(store: Store, text: str, spark: Spark | None = None) -> tuple[Session, Any]:

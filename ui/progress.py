@@ -24,6 +24,6 @@ class ProgressBar:
             self.stream.write("\r" + line)
             if done >= total:
                 self.stream.write("\n")
-        elif done >= total or done == 1 or done % max(1, total // 10) == 0:
+        elif done >= total or done * 10 // total != (done - 1) * 10 // total:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from evolve.export import read_metadata, rerender
-from spark_runtime.store import Store
+from spark_runtime.store import RatingInput, Store
 from ui.cli import main
 
 
@@ -160,3 +160,58 @@ def test_argument_errors_are_one_line(capsys, tmp_path: Path) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "whole number" in err
+
+
+def test_diffusion_run_starts_from_a_cppn_generation(run: Path, capsys) -> None:
+    """The hybrid: evolved CPPN shapes seed img2img diffusion genomes."""
+    assert imagery(capsys, run, "rate", "demo", "2=5")[0] == 0
+    with Store(run) as store:
+        store.add_ratings(
+            store.get_branch("demo").head_snapshot_id,
+            [RatingInput(kind="pick", position=2)],
+            session="cli",
+        )
+    code, _, err = imagery(
+        capsys,
+        run,
+        "new",
+        "--generator",
+        "diffusion",
+        "--model",
+        "tiny",
+        "--prompt",
+        "a glass sculpture",
+        "--init-from",
+        "demo@0",
+        "--population",
+        "2",
+        "--size",
+        "32",
+        "--name",
+        "sculpt",
+    )
+    assert code == 0, err
+    with Store(run) as store:
+        genomes = store.genomes(store.snapshot_at(store.get_branch("sculpt"), 0))
+    assert all("strength" in g and "init_image" in g["tensors"] for g in genomes)
+
+
+def test_only_image_generators_start_from_images(run: Path, capsys) -> None:
+    before = counts(run)
+    code, _, err = imagery(capsys, run, "new", "--init-from", "demo@0", "--name", "x")
+    assert code == 2 and "cannot start from images" in err
+    code, _, err = imagery(
+        capsys,
+        run,
+        "new",
+        "--generator",
+        "diffusion",
+        "--model",
+        "tiny",
+        "--init-image",
+        "/no/such.png",
+        "--name",
+        "y",
+    )
+    assert code == 2 and "cannot read seed image" in err
+    assert counts(run) == before
