@@ -22,7 +22,7 @@ agent / plain of the medians (the acceptance: at most 0.5), plus the median per-
 Usage::
 
     python bench/steering.py [--seeds 11] [--population 12] [--size 64] [--generations 40]
-                             [--k 8] [--explore 0.0] [--beta 0.5] [--l2 0.3] [--share 0.9 | --closeness C]
+                             [--k 4] [--explore 0.1] [--beta 0.5] [--l2 0.3] [--share 0.9 | --closeness C]
 """
 
 from __future__ import annotations
@@ -137,15 +137,17 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--generations", type=int, default=40, help="budget per arm")
-    parser.add_argument("--k", type=int, default=8, help="offspring factor of the agent")
-    parser.add_argument("--explore", type=float, default=0.0, help="agent's explore share")
-    parser.add_argument("--beta", type=float, default=0.5, help="agent's optimism (UCB)")
-    parser.add_argument("--l2", type=float, default=0.3, help="agent's prior precision")
+    defaults = AgentConfig()
+    parser.add_argument("--k", type=int, default=defaults.offspring_factor, help="offspring factor")
+    parser.add_argument("--explore", type=float, default=defaults.explore, help="explore share")
+    parser.add_argument("--beta", type=float, default=defaults.beta, help="optimism (UCB)")
+    parser.add_argument("--l2", type=float, default=defaults.l2, help="prior precision")
+    parser.add_argument("--feature-size", type=int, default=defaults.feature_size)
     parser.add_argument("--share", type=float, default=0.9, help="goal: share of plain's gain")
     parser.add_argument("--closeness", type=float, default=None, help="a fixed goal instead")
     parser.add_argument("--noise", type=float, default=0.01, help="rater's perception noise")
     parser.add_argument("--no-layout", action="store_true", help="ablation: no colour layout")
-    parser.add_argument("--no-genome", action="store_true", help="ablation: no genome features")
+    parser.add_argument("--genome", action="store_true", help="add the genome features")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,8 +156,9 @@ def main() -> None:
         explore=args.explore,
         beta=args.beta,
         l2=args.l2,
+        feature_size=args.feature_size,
         layout=not args.no_layout,
-        genome=not args.no_genome,
+        genome=args.genome,
     )
     cap = args.population * args.generations
     print(

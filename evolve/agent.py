@@ -272,7 +272,8 @@ def autopilot(
             x = pilot.features.get(
                 [c.id for c in candidates], [c.genome for c in candidates], _renderer(session)
             )
-            utility, _ = fitted.model.predict(x)
+            with single_blas_thread():
+                utility = fitted.model.utility(x)
             scored = person_group(session.store, head)
             taken = set(scored.group.scores) if scored else set()
             events = [

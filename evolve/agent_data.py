@@ -139,7 +139,7 @@ def fit(
     comparisons = comparisons_from_events([r.group for r in rated])
     with single_blas_thread():
         model = PreferenceModel.fit(x, comparisons, l2=l2, extractor=extractor)
-        utility, _ = model.predict(x)
+        utility = model.utility(x)
     spread = float(utility.std()) if model.is_fitted else 0.0
     return Fitted(
         model,

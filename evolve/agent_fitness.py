@@ -101,5 +101,5 @@ class PreferenceFitness:
             return [], state
         x = self.maker.image_part(list(images))
         with single_blas_thread():
-            utility, _ = self.fitted.model.predict(x)
+            utility = self.fitted.model.utility(x)
         return [float(v) for v in self.fitted.squash(utility)], state

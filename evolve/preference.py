@@ -42,6 +42,7 @@ __all__ = [
 
 FORMAT = "imagery.preference/1"
 _MAX_NEWTON_STEPS = 50
+_DECREMENT_TOLERANCE = 1e-10
 
 
 class PreferenceModel:
@@ -158,6 +159,13 @@ class PreferenceModel:
         var = np.einsum("ij,jk,ik->i", z, self._cov, z)
         return z @ self._theta, np.sqrt(np.maximum(var, 0.0))
 
+    def utility(self, features: np.ndarray) -> np.ndarray:
+        """The mean of ``predict`` alone, without the cost of the uncertainty."""
+        x = _as_matrix(features, "features")
+        if self._theta is None:
+            return np.zeros(len(x))
+        return self._standardise(x) @ self._theta
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """Predicted score on the 0..5 scale, for display as "predicted score".
 
@@ -165,7 +173,7 @@ class PreferenceModel:
         there were scores; otherwise (picks and pairs only) ``5 * sigmoid(u)``, so an average
         candidate shows 2.5. Without any ratings every candidate shows 2.5.
         """
-        mean, _ = self.predict(features)
+        mean = self.utility(features)
         kind, a, b = self._calibration
         if kind == "linear":
             return np.clip(a + b * mean, 0.0, SCORE_MAX)
@@ -326,16 +334,27 @@ def _log_posterior(diff: np.ndarray, w: np.ndarray, theta: np.ndarray, l2: float
 
 
 def _newton(diff: np.ndarray, w: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """MAP weights of the L2-regularised logistic model and the Laplace covariance."""
+    """MAP weights of the L2-regularised logistic model and the Laplace covariance.
+
+    The Hessian only chooses the direction of each step; where the iteration stops is set by
+    the gradient, which stays in double precision. So the Hessian of the steps is formed in
+    single precision, which halves the cost of the one large product per step (the agent
+    refits every generation); the covariance at the optimum is formed in double precision.
+    """
     d = diff.shape[1]
     theta = np.zeros(d)
     eye = np.eye(d)
+    diff32 = diff.astype(np.float32)
     current = _log_posterior(diff, w, theta, l2)
     for _ in range(_MAX_NEWTON_STEPS):
         p = 1.0 / (1.0 + np.exp(-(diff @ theta)))  # P(winner beats loser)
         grad = diff.T @ (w * (1.0 - p)) - l2 * theta
-        hess = (diff * (w * p * (1.0 - p))[:, None]).T @ diff + l2 * eye
+        curvature = (w * p * (1.0 - p)).astype(np.float32)
+        hess = ((diff32 * curvature[:, None]).T @ diff32).astype(np.float64) + l2 * eye
         step = np.linalg.solve(hess, grad)
+        # Newton decrement: twice the objective still to gain; below this the fit is done.
+        if float(grad @ step) < _DECREMENT_TOLERANCE:
+            break
         # The objective is concave, so Newton converges; halving guards the first big steps.
         for _ in range(30):
             candidate = _log_posterior(diff, w, theta + step, l2)
