@@ -21,8 +21,9 @@ agent / plain of the medians (the acceptance: at most 0.5), plus the median per-
 
 Usage::
 
-    python bench/steering.py [--seeds 11] [--population 12] [--size 64] [--generations 40]
-                             [--k 4] [--explore 0.1] [--beta 0.5] [--l2 0.3] [--share 0.9 | --closeness C]
+    python bench/steering.py [--seeds 21] [--population 12] [--size 64] [--generations 40]
+                             [--k 4] [--explore 0.1] [--beta 0.5] [--l2 0.3]
+                             [--share 0.9 | --closeness C]
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def ratings_to_reach(curve: list[float], goal: float, population: int) -> int | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=11)
+    parser.add_argument("--seeds", type=int, default=21)
     parser.add_argument("--seed0", type=int, default=1)
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--size", type=int, default=64)
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.9, help="goal: share of plain's gain")
     parser.add_argument("--closeness", type=float, default=None, help="a fixed goal instead")
     parser.add_argument("--noise", type=float, default=0.01, help="rater's perception noise")
-    parser.add_argument("--no-layout", action="store_true", help="ablation: no colour layout")
+    parser.add_argument("--layout", type=int, default=defaults.layout, help="layout cells a side")
     parser.add_argument("--genome", action="store_true", help="add the genome features")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady)")
     args = parser.parse_args()
@@ -157,7 +158,7 @@ def main() -> None:
         beta=args.beta,
         l2=args.l2,
         feature_size=args.feature_size,
-        layout=not args.no_layout,
+        layout=args.layout,
         genome=args.genome,
     )
     cap = args.population * args.generations
@@ -184,7 +185,7 @@ def main() -> None:
             agent_costs.append(cap if agent is None else agent)
 
             def show(cost: int | None) -> str:
-                return f"{cost:4d}" if cost is not None else f">{cap - 1:3d}"
+                return f"{cost:5d}" if cost is not None else "never"
 
             print(
                 f"seed {seed:2d}: closeness {start:.3f} -> goal {goal:.3f}: ratings "

@@ -4,7 +4,8 @@ Attached to a session (``Agent.for_session``), the agent changes one thing in th
 engine breeds ``k`` times more children than there are places, the agent renders them small
 in one batched call, predicts how the person would rate each (``PreferenceModel`` over
 ``agent_features``), and shows the best predicted mixed with the ones it is least sure about,
-never two near-duplicates (``screening.screen``). What it predicted for the generation it
+never two near-duplicates (``screening.screen``), nor a child that nearly copies a parent the
+engine keeps on screen (an elite). What it predicted for the generation it
 shows is stored in that snapshot's settings under ``"agent"``, so the predicted scores and
 the agreement figure read back from the store like everything else.
 
@@ -27,14 +28,14 @@ import numpy as np
 from evolve import agent_data
 from evolve.agent_blas import single_blas_thread
 from evolve.agent_config import AgentConfig, AgentError, Prediction
-from evolve.agent_data import AGENT_SESSION, Fitted, RatedSnapshot, person_group
+from evolve.agent_data import AGENT_SESSION, Fitted, RatedSnapshot
 from evolve.agent_features import FeatureCache, FeatureMaker
 from evolve.agent_fitness import PreferenceFitness
+from evolve.agent_pilot import autopilot
 from evolve.embeddings import make_extractor
 from evolve.engine import Candidate, Screen
 from evolve.screening import agreement as _agreement
 from evolve.screening import screen
-from spark_runtime.store import RatingInput
 
 __all__ = [
     "AGENT_SESSION",
@@ -70,6 +71,7 @@ class Agent:
         self._fits: OrderedDict[tuple[Any, ...], Fitted] = OrderedDict()
         self._pending: tuple[str, Fitted] | None = None
         self._rated: dict[str, RatedSnapshot | None] = {}
+        self._comparisons: dict[tuple[str, tuple[int, ...]], Any] = {}
 
     @classmethod
     def for_session(cls, session: Any, config: AgentConfig | None = None) -> Agent:
@@ -115,8 +117,13 @@ class Agent:
         def rows(r: RatedSnapshot) -> np.ndarray:
             return self.features.get(r.snapshot.population, _genomes(store, r.snapshot), render)
 
-        fitted = agent_data.fit(rated, rows, self.config.l2, self.features.maker.name)
+        fitted = agent_data.fit(
+            rated, rows, self.config.l2, self.features.maker.name, self._comparisons
+        )
         self._fits[key] = fitted
+        if len(self._comparisons) > 2 * self.config.history:
+            used = set(key)
+            self._comparisons = {k: v for k, v in self._comparisons.items() if k in used}
         while len(self._fits) > _FITS_KEPT:
             self._fits.popitem(last=False)
         return fitted
@@ -148,6 +155,12 @@ class Agent:
         # Stable order, oldest first, so the window keeps the newest generations.
         ordered = sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
         return ordered, frozenset(h for h in heads if h)
+
+    def _fit_for(self, session: Any, head: Any) -> Fitted:
+        """The fit for breeding from ``head``, made once per ``evolve`` (its hooks share it)."""
+        if self._pending is None or self._pending[0] != head.id:
+            self._pending = (head.id, self.fit(session, head))
+        return self._pending[1]
 
     # ---- predicting ---------------------------------------------------------------------
 
@@ -199,96 +212,124 @@ class Agent:
                 count += len(chosen)
         return hits / count if count else float("nan")
 
+    def suggest_pair(self, session: Any, snapshot: Any | None = None) -> tuple[int, int]:
+        """The two positions whose comparison would teach the model most (pairwise mode).
+
+        The pair whose predicted outcome is least certain: close predicted utilities and
+        large uncertainty, ``|u_a - u_b| / sqrt(std_a^2 + std_b^2)`` smallest, among pairs of
+        distinct pictures the person has not compared in this generation yet (all pairs once
+        every one has been). Ties go to the lower positions, so the choice is reproducible.
+
+        Raises:
+            AgentError: the generation has fewer than two distinct candidates.
+        """
+        snapshot = snapshot or session.head()
+        prediction = self.predict_for_snapshot(session, snapshot)
+        u, s = np.asarray(prediction.utility), np.asarray(prediction.std)
+        done = {frozenset((p.first, p.second)) for p in session.store.pairs(snapshot.id)}
+        pairs = [
+            (a, b)
+            for a in range(len(u))
+            for b in range(a + 1, len(u))
+            if snapshot.population[a] != snapshot.population[b]
+        ]
+        if not pairs:
+            raise AgentError("pairwise mode needs at least two different candidates")
+        fresh = [p for p in pairs if frozenset(p) not in done] or pairs
+
+        def doubt(pair: tuple[int, int]) -> float:
+            a, b = pair
+            return abs(u[a] - u[b]) / max(float(np.hypot(s[a], s[b])), 1e-9)
+
+        return min(fresh, key=doubt)
+
     # ---- the session hooks --------------------------------------------------------------
 
-    def screener(self, session: Any, head: Any) -> tuple[Screen, int]:
-        """The engine's ``screen`` for breeding from ``head``, and the offspring factor k."""
-        fitted = self.fit(session, head)
-        self._pending = (head.id, fitted)
+    def tie_break(self, session: Any, head: Any, fitness: Sequence[float]) -> list[float]:
+        """The head's fitness with equal values put in the order the model predicts.
+
+        Whole-star ratings tie often, and ties make selection a coin toss. The model's order
+        is added as less than half the smallest gap between distinct values, so it never
+        overrides what the person said; without ratings nothing changes. It is the first of
+        the session's hooks in an ``evolve``, so it fits afresh; the others reuse that fit.
+        """
+        values = np.asarray(fitness, dtype=np.float64)
+        self._pending = None
+        fitted = self._fit_for(session, head)
+        if not fitted.model.is_fitted or len(values) < 2:
+            return values.tolist()
+        x = self.features.get(head.population, _genomes(session.store, head), _renderer(session))
+        with single_blas_thread():
+            utility = fitted.model.utility(x)
+        distinct = np.unique(values)
+        gap = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
+        rank = np.argsort(np.argsort(utility, kind="stable"), kind="stable") / len(values)
+        return (values + 0.5 * gap * rank).tolist()
+
+    def screener(
+        self,
+        session: Any,
+        head: Any,
+        fitness: Sequence[float] | None = None,
+        elite: int = 0,
+    ) -> tuple[Screen, int]:
+        """The engine's ``screen`` for breeding from ``head``, and the offspring factor k.
+
+        Args:
+            session: the session breeding.
+            head: the generation bred from.
+            fitness: the head's fitness as told to the engine; with ``elite``, it says which
+                parents stay on screen, and children that nearly copy them are passed over.
+            elite: how many of the fittest parents the engine keeps.
+        """
+        fitted = self._fit_for(session, head)
         c = self.config
+        kept: list[int] = []
+        if fitness is not None and elite > 0:
+            # The engine keeps its elites by a stable sort on fitness: the same ones.
+            kept = [int(i) for i in np.argsort(-np.asarray(fitness), kind="stable")[:elite]]
 
         def choose(children: Sequence[Candidate], places: int) -> list[int]:
+            render = _renderer(session)
             x = self.features.get(
-                [ch.id for ch in children], [ch.genome for ch in children], _renderer(session)
+                [ch.id for ch in children], [ch.genome for ch in children], render
             )
             with single_blas_thread():
                 mean, std = fitted.model.predict(x)
             cols = self.features.maker.image_columns(x.shape[1])
-            scale = fitted.model.scale
-            return screen(
-                mean,
-                std,
-                x[:, cols],
+            scale = None if fitted.model.scale is None else fitted.model.scale[cols]
+            pool = np.arange(len(children))
+            if kept:
+                ids = [head.population[i] for i in kept]
+
+                def genomes() -> list[dict[str, Any]]:
+                    every = session.store.genomes(head)
+                    return [every[i] for i in kept]
+
+                parents = self.features.get(ids, genomes, render)
+                far = _far_from(x[:, cols], parents[:, cols], scale, c.min_distance)
+                if far.sum() >= places:
+                    pool = np.flatnonzero(far)
+            chosen = screen(
+                mean[pool],
+                std[pool],
+                x[pool][:, cols],
                 places,
                 _screen_rng(head),
                 explore=c.explore,
                 min_distance=c.min_distance,
                 beta=c.beta,
-                scale=None if scale is None else scale[cols],
+                scale=scale,
             )
+            return [int(pool[i]) for i in chosen]
 
         return choose, c.offspring_factor
 
     def record(self, session: Any, head: Any, population: Sequence[Candidate]) -> dict[str, Any]:
         """The ``settings["agent"]`` entry for the generation bred from ``head``."""
-        if self._pending is not None and self._pending[0] == head.id:
-            fitted = self._pending[1]
-        else:
-            fitted = self.fit(session, head)
-        self._pending = None
+        fitted = self._fit_for(session, head)
+        self._pending = None  # the generation is bred: the next one refits
         return self.predict(session, fitted, population).to_record(self.config)
-
-
-def autopilot(
-    session: Any, generations: int, progress: Progress | None = None, agent: Agent | None = None
-) -> Any:
-    """Let the agent evolve ``generations`` generations on its own, then hand back.
-
-    Each generation the agent scores the head's candidates with its model (rating events
-    of session ``AGENT_SESSION``; positions the person already scored keep their score),
-    and the session evolves with the agent screening by predicted score alone: with nobody
-    to answer, neither exploring nor optimism can teach it anything. The generations are ordinary snapshots.
-
-    Args:
-        session: the session to drive; its own agent is used unless ``agent`` is given.
-        generations: how many generations to make (>= 1).
-        progress: called as ``progress(done, generations)`` after each.
-        agent: the agent to use (default the session's, else a new default one).
-
-    Returns:
-        The new head snapshot.
-    """
-    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
-        raise AgentError(f"autopilot needs at least 1 generation, got {generations!r}")
-    base = agent or getattr(session, "agent", None) or Agent()
-    pilot = base.with_config(explore=0.0, beta=0.0)
-    saved = getattr(session, "agent", None)
-    session.agent = pilot
-    try:
-        for done in range(generations):
-            head = session.head()
-            fitted = pilot.fit(session, head)
-            candidates = session.candidates(head)
-            x = pilot.features.get(
-                [c.id for c in candidates], [c.genome for c in candidates], _renderer(session)
-            )
-            with single_blas_thread():
-                utility = fitted.model.utility(x)
-            scored = person_group(session.store, head)
-            taken = set(scored.group.scores) if scored else set()
-            events = [
-                RatingInput(kind="score", position=i, value=round(float(s), 4))
-                for i, s in enumerate(fitted.squash(utility))
-                if i not in taken
-            ]
-            if events:
-                session.store.add_ratings(head.id, events, session=AGENT_SESSION)
-            session.evolve()
-            if progress:
-                progress(done + 1, generations)
-    finally:
-        session.agent = saved
-    return session.head()
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -330,6 +371,18 @@ def _prediction(fitted: Fitted, x: np.ndarray) -> Prediction:
         std=tuple(float(v) for v in std),
         comparisons=fitted.model.n_comparisons,
     )
+
+
+def _far_from(
+    x: np.ndarray, kept: np.ndarray, scale: np.ndarray | None, distance: float
+) -> np.ndarray:
+    """Which rows of ``x`` are not near-duplicates of any row of ``kept`` (the measure of
+    ``screening.screen``: RMS feature difference in units of each feature's spread)."""
+    spread = x.std(axis=0) if scale is None else scale
+    spread = np.where(spread > 1e-12, spread, 1.0)
+    diff = (x[:, None, :] - kept[None, :, :]) / spread
+    nearest = np.sqrt(np.mean(diff * diff, axis=2)).min(axis=1)
+    return (nearest >= distance) & (nearest > 0)
 
 
 def _chosen(rated: RatedSnapshot) -> list[int]:

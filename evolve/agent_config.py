@@ -24,10 +24,11 @@ class AgentError(SessionError):
 class AgentConfig:
     """How the agent screens and learns.
 
-    The defaults were tuned with ``bench/steering.py`` and kept inside the cost budget of
-    ``bench/agent_cost.py``: features from 16 px renders match those of the full pictures
-    closely for CPPN and cost half as much to render as 32 px; genome features cost about
-    0.5 ms a candidate and did not help steering, so they are off unless asked for.
+    The defaults were tuned with ``bench/steering.py`` and timed with ``bench/agent_cost.py``:
+    features of 16 px renders match those of the full pictures closely for CPPN and cost
+    half as much to render as 32 px; genome features cost about 0.5 ms a candidate and did
+    not help steering, so they are off unless asked for; 16 generations of history bound the
+    time of a fit (the population moves on, and old comparisons say little about it).
 
     Attributes:
         offspring_factor: k: children bred per place shown (1 = no screening).
@@ -39,7 +40,7 @@ class AgentConfig:
         history: most recent rated generations the model learns from.
         scope: ``"branch"`` (this branch's line) or ``"run"`` (every branch of the run).
         extractor: image features: ``"stats"`` or ``"clip:/path/to/model"``.
-        layout: use the colour-layout features.
+        layout: cells per side of the colour-layout features (0: none).
         genome: use the genome-summary features.
     """
 
@@ -49,10 +50,10 @@ class AgentConfig:
     min_distance: float = MIN_DISTANCE
     feature_size: int = 16
     l2: float = 0.3
-    history: int = 24
+    history: int = 16
     scope: str = "branch"
     extractor: str = "stats"
-    layout: bool = True
+    layout: int = 4
     genome: bool = False
 
     def __post_init__(self) -> None:
@@ -68,6 +69,14 @@ class AgentConfig:
             raise AgentError("l2 must be positive and min_distance non-negative")
         if isinstance(self.history, bool) or not isinstance(self.history, int) or self.history < 1:
             raise AgentError(f"history must be at least 1 generation, got {self.history!r}")
+        if (
+            isinstance(self.layout, bool)
+            or not isinstance(self.layout, int)
+            or not 0 <= self.layout <= 8
+        ):
+            raise AgentError(
+                f"layout must be a whole number of cells from 0 to 8, got {self.layout!r}"
+            )
         if self.scope not in ("branch", "run"):
             raise AgentError(f"scope must be 'branch' or 'run', got {self.scope!r}")
 

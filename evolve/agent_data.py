@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evolve.agent_blas import single_blas_thread
-from evolve.preference import PreferenceModel, RatingGroup, comparisons_from_events
+from evolve.preference import Comparisons, PreferenceModel, RatingGroup, comparisons_from_events
 from spark_runtime.store import Store
 from spark_runtime.store.ratings import fold_picks, fold_scores, pair_outcomes
 
@@ -124,6 +124,7 @@ def fit(
     features: Callable[[RatedSnapshot], np.ndarray],
     l2: float,
     extractor: str,
+    memo: dict[tuple[str, tuple[int, ...]], Comparisons] | None = None,
 ) -> Fitted:
     """Fit a preference model on the rated snapshots.
 
@@ -132,11 +133,13 @@ def fit(
         features: feature rows of a rated snapshot's population, in display order.
         l2: prior precision of the model.
         extractor: the feature kind's name, saved with the model.
+        memo: comparisons of each generation by (snapshot id, rating ids), kept between
+            fits so that only new ratings are turned into comparisons.
     """
     if not rated:
         return Fitted(PreferenceModel(l2=l2, extractor=extractor), 1.0, 0, 0)
     x = np.concatenate([features(r) for r in rated])
-    comparisons = comparisons_from_events([r.group for r in rated])
+    comparisons = _stacked([_comparisons(r, memo) for r in rated], [r.group.n for r in rated])
     with single_blas_thread():
         model = PreferenceModel.fit(x, comparisons, l2=l2, extractor=extractor)
         utility = model.utility(x)
@@ -146,4 +149,28 @@ def fit(
         spread if spread > 1e-6 else 1.0,
         generations=len(rated),
         ratings=sum(len(r.rating_ids) for r in rated),
+    )
+
+
+def _comparisons(
+    rated: RatedSnapshot, memo: dict[tuple[str, tuple[int, ...]], Comparisons] | None
+) -> Comparisons:
+    key = (rated.snapshot.id, rated.rating_ids)
+    if memo is not None and key in memo:
+        return memo[key]
+    found = comparisons_from_events([rated.group])
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
+def _stacked(parts: Sequence[Comparisons], sizes: Sequence[int]) -> Comparisons:
+    """One generation's comparisons after another, rows offset as ``comparisons_from_events``
+    would number them."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return Comparisons(
+        winners=np.concatenate([p.winners + o for p, o in zip(parts, offsets, strict=True)]),
+        losers=np.concatenate([p.losers + o for p, o in zip(parts, offsets, strict=True)]),
+        weights=np.concatenate([p.weights for p in parts]),
+        scores=np.concatenate([p.scores for p in parts]),
     )

@@ -57,7 +57,7 @@ class FeatureMaker:
     Args:
         size: edge in pixels the image statistics are computed at.
         extractor: image features; None for the built-in statistics at ``size``.
-        layout: add the colour layout.
+        layout: cells per side of the colour layout (0: none).
         genome: add ``genome_features`` (only where genomes are known).
     """
 
@@ -65,7 +65,7 @@ class FeatureMaker:
         self,
         size: int = 32,
         extractor: EmbeddingExtractor | None = None,
-        layout: bool = True,
+        layout: int = LAYOUT_GRID,
         genome: bool = True,
     ) -> None:
         self.size = size
@@ -77,7 +77,7 @@ class FeatureMaker:
     def name(self) -> str:
         parts = [self.extractor.name if self.extractor else f"stats{self.size}"]
         if self.layout:
-            parts.append(f"layout{LAYOUT_GRID}")
+            parts.append(f"layout{self.layout}")
         if self.genome:
             parts.append("genome")
         return "+".join(parts)
@@ -90,7 +90,7 @@ class FeatureMaker:
             stats = np.asarray(self.extractor(images), dtype=np.float64)
         parts = [stats]
         if self.layout:
-            parts.append(layout_features(images))
+            parts.append(layout_features(images, self.layout))
         return np.concatenate(parts, axis=1)
 
     def rows(self, images: Sequence[Image.Image], genomes: Sequence[dict[str, Any]]) -> np.ndarray:

@@ -78,7 +78,7 @@ class PreferenceFitness:
             image_extractor = None if extractor == "stats" else make_extractor(extractor)
         except ValueError as exc:
             raise FitnessError(str(exc)) from None
-        maker = FeatureMaker(feature_size, image_extractor, layout=True, genome=False)
+        maker = FeatureMaker(feature_size, image_extractor, genome=False)
         thumbs: dict[str, np.ndarray] = {}
 
         def rows(r: agent_data.RatedSnapshot) -> np.ndarray:

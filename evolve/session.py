@@ -244,7 +244,10 @@ class Session:
         the new generation go into the snapshot settings under ``"agent"``."""
         if self.agent is None:
             return engine.tell(fitness), extra
-        screen, factor = self.agent.screener(self, head)
+        # Equal ratings say nothing about order: the agent's model breaks those ties only.
+        fitness = self.agent.tie_break(self, head, fitness)
+        # The fitness and elite count tell the agent which parents stay on screen.
+        screen, factor = self.agent.screener(self, head, fitness=fitness, elite=engine.settings.elite)
         children = engine.tell(fitness, screen=screen, offspring_factor=factor)
         return children, {**extra, "agent": self.agent.record(self, head, children)}
 

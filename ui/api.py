@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spark_runtime.store import StoreError
 from spark_runtime.store.objects import check_sha
-from ui import browse, handlers
+from ui import agent_handlers, browse, handlers
 from ui.handlers import USER_ERRORS, UIError, Workbench
 from ui.live import start_evolve
 
@@ -105,15 +105,19 @@ def router(wb: Workbench) -> APIRouter:
 
     @api.post("/evolve")
     def evolve(body: _JSONBody = None) -> Any:
-        try:
-            events = start_evolve(wb, body)
-        except USER_ERRORS as exc:
-            return error_response(exc)
-        return StreamingResponse(
-            _ndjson(events),
-            media_type="application/x-ndjson",
-            headers={"Cache-Control": "no-store"},
-        )
+        return _stream(start_evolve, wb, body)
+
+    @api.get("/agent")
+    def agent(request: Request) -> Any:
+        return call(agent_handlers.agent_info, dict(request.query_params))
+
+    @api.post("/pairs")
+    def pairs(body: _JSONBody = None) -> Any:
+        return call(agent_handlers.pair_queue, body)
+
+    @api.post("/autopilot")
+    def autopilot(body: _JSONBody = None) -> Any:
+        return _stream(agent_handlers.start_autopilot, wb, body)
 
     @api.get("/object/{sha}")
     def obj(sha: str, download: str | None = None) -> Any:
@@ -131,6 +135,19 @@ def router(wb: Workbench) -> APIRouter:
         return FileResponse(path, media_type=media, headers=headers)
 
     return api
+
+
+def _stream(start: Any, wb: Workbench, body: Any) -> Any:
+    """A checked request's events as NDJSON, or its one-line error before anything started."""
+    try:
+        events = start(wb, body)
+    except USER_ERRORS as exc:
+        return error_response(exc)
+    return StreamingResponse(
+        _ndjson(events),
+        media_type="application/x-ndjson",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -36,7 +36,7 @@ DEFAULT_PORT = 7860
 _HEAD = (
     '<link rel="stylesheet" href="/ui-static/imagery.css">'
     '<script src="/ui-static/outbox.js"></script><script src="/ui-static/panels.js"></script>'
-    '<script src="/ui-static/imagery.js"></script>'
+    '<script src="/ui-static/agent.js"></script><script src="/ui-static/imagery.js"></script>'
 )
 _MOUNT_JS = "window.Imagery.mount(element);"
 # The start view hands a run to the grid through this component: its value changes, the

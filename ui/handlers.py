@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from evolve.agent import AGENT_SESSION, Agent, AgentConfig
 from evolve.engine import EngineError, EngineSettings
 from evolve.export import ExportError
 from evolve.session import RunSpec, Session, SessionError
@@ -24,6 +25,7 @@ from spark_runtime.spark import InProcessSpark, SparkError, build_generator
 from spark_runtime.sparks import SessionSparks
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.ratings import fold_picks, fold_scores
+from ui.agent_view import DEFAULT_K, screening
 from ui.refs import RefError, check_name
 
 
@@ -49,7 +51,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ExportError,
 )
 
-UI_KINDS = ("score", "clear", "pick", "unpick")
+UI_KINDS = ("score", "clear", "pick", "unpick", "pair")
 MAX_EVENTS = 500
 IDLE_GAP_S = 60.0  # a pause longer than this is a break, not a slow decision
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
@@ -83,6 +85,8 @@ def session_id(data: Mapping[str, Any]) -> str:
         raise UIError(
             f"bad session id {str(value)[:80]!r}: expected 4-64 letters, digits, '-' or '_'"
         )
+    if value == AGENT_SESSION:  # the agent's own ratings: the model must never learn from them
+        raise UIError(f"session id {value!r} is reserved for the agent's own ratings")
     return value
 
 
@@ -114,6 +118,8 @@ class Workbench:
         self._sparks: dict[str, InProcessSpark] = {}
         self._generators: dict[str, Any] = {}
         self._sessions: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
+        self._agents: dict[tuple[str, str, str], Agent] = {}
+        self._features: dict[str, Any] = {}  # run id -> the agents' shared FeatureCache
         self._decisions: dict[tuple[str, str], list[float]] = {}
 
     def spark(self, run: Any) -> InProcessSpark:
@@ -143,10 +149,37 @@ class Workbench:
         )
         built = Session(self.store, run.id, branch, spark=spark, session_id=tab)
         with self.lock:
+            # The agent is on by default. Features depend only on genomes, so every tab's
+            # agent on a run shares one feature cache; each keeps its own fits.
+            if run.id not in self._features:
+                self._features[run.id] = Agent().features
+            agent = Agent(AgentConfig(offspring_factor=DEFAULT_K), cache=self._features[run.id])
+            built.agent = agent
             self._sessions[key] = built
+            self._agents[key] = agent
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                old, _ = self._sessions.popitem(last=False)
+                self._agents.pop(old, None)
         return built
+
+    def agent(self, session: Session) -> Agent:
+        """The tab's agent: kept while its first pass is off, since it still predicts."""
+        key = (session.run.id, session.branch.name, session.session_id)
+        with self.lock:
+            found = self._agents.get(key)
+            if found is None:  # a session built elsewhere (tests): adopt or give it one
+                found = session.agent or Agent(AgentConfig(offspring_factor=DEFAULT_K))
+                self._agents[key] = found
+            return found
+
+    def set_agent(self, session: Session, k: int) -> None:
+        """Screen ``k`` times more children through the tab's agent; 0 turns the first pass off."""
+        agent = self.agent(session)
+        if k and agent.config.offspring_factor != k:
+            agent = Agent(agent.config.replace(offspring_factor=k), cache=agent.features)
+            with self.lock:
+                self._agents[(session.run.id, session.branch.name, session.session_id)] = agent
+        session.agent = agent if k else None
 
     def decisions(self, run_id: str, tab: str) -> list[float]:
         """Times (epoch seconds) of this tab's decisions in the run; read from the store once."""
@@ -280,6 +313,7 @@ def snapshot_state(wb: Workbench, session: Session, snap: Any, head: Any) -> dic
             "locks": list(settings.locks),
         },
         "lockable": wb.lockable(run),
+        "agent": screening(snap.settings, len(snap.population)),
         "marks": {
             "scores": {str(k): v for k, v in fold_scores(rows).items()},
             "picks": sorted(fold_picks(rows)),
@@ -303,7 +337,11 @@ def state(wb: Workbench, query: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rate(wb: Workbench, body: Any) -> dict[str, Any]:
-    """Append one tab's rating events to a snapshot, all or none; returns the tab's stats."""
+    """Append one tab's rating events to a snapshot, all or none; returns the tab's stats.
+
+    An event is ``{"position", "kind", "value"?}``; a pairwise decision is ``{"kind": "pair",
+    "position": winner, "other": loser, "value": 1}``, or ``"value": 0`` for "both bad".
+    """
     body = payload(body)
     tab = session_id(body)
     snapshot = text(body, "snapshot")
@@ -319,8 +357,15 @@ def rate(wb: Workbench, body: Any) -> dict[str, Any]:
         kind = ev.get("kind")
         if kind not in UI_KINDS:
             raise UIError(f"event {i}: unknown kind {kind!r}: use one of {', '.join(UI_KINDS)}")
-        value = ev.get("value") if kind == "score" else None
-        parsed.append(RatingInput(kind=kind, position=ev.get("position"), value=value))
+        value = ev.get("value") if kind in ("score", "pair") else None
+        other = ev.get("other")
+        if kind == "pair" and other is None:
+            raise UIError(f"event {i}: a pair needs 'other', the position it was compared with")
+        if kind != "pair" and other is not None:
+            raise UIError(f"event {i}: 'other' is only for pair events")
+        parsed.append(
+            RatingInput(kind=kind, position=ev.get("position"), value=value, other_position=other)
+        )
     rows = wb.store.add_ratings(snapshot, parsed, session=tab)
     times = wb.record(rows[0].run_id, tab, [r.created_at.timestamp() for r in rows])
     return {"stored": len(rows), "stats": session_stats(times)}

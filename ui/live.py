@@ -40,13 +40,15 @@ from ui.handlers import (
     session_id,
     snapshot_state,
     text,
+    whole,
 )
 
 log = logging.getLogger(__name__)
-_END = object()
+END = object()
+MAX_K = 64
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     message = str(exc).strip()
     return message.splitlines()[0] if message else type(exc).__name__
 
@@ -86,9 +88,10 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str
 
     Args:
         wb: the shared workbench.
-        body: ``{"run", "branch", "session", "parent", "strength"?, "locks"?}``; ``parent`` is
-            the snapshot the tab shows as head, so a tab never evolves from a head it has not
-            seen.
+        body: ``{"run", "branch", "session", "parent", "strength"?, "locks"?, "agent"?}``;
+            ``parent`` is the snapshot the tab shows as head, so a tab never evolves from a
+            head it has not seen; ``agent`` is the agent's k (children bred and screened per
+            place shown; 0 = off, default the tab's last choice, at first 4).
         chunks: render batches per generation (images appear after each).
 
     Raises:
@@ -102,11 +105,11 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str
             f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
         )
     settings = _settings(wb, session, head, body)
+    k = agent_k(body)
     branch_id = session.branch.id
-    with wb.lock:
-        if branch_id in wb.busy:
-            raise Conflict("a generation is already rendering on this branch")
-        wb.busy.add(branch_id)
+    claim_branch(wb, branch_id)
+    if k is not None:
+        wb.set_agent(session, k)
     events: queue.Queue[Any] = queue.Queue()
     worker = threading.Thread(
         target=_work,
@@ -115,9 +118,24 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str
         name="imagery-evolve",
     )
     worker.start()
-    return _drain(
+    return drain(
         events, {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
     )
+
+
+def agent_k(body: dict[str, Any]) -> int | None:
+    """The tab's "agent first pass" setting: children screened per place (0 = off), if sent."""
+    if body.get("agent") is None:
+        return None
+    return whole(body, "agent", 0, MAX_K)
+
+
+def claim_branch(wb: Workbench, branch_id: str) -> None:
+    """Mark a branch busy (one render or autopilot at a time), or raise Conflict."""
+    with wb.lock:
+        if branch_id in wb.busy:
+            raise Conflict("a generation is already rendering on this branch")
+        wb.busy.add(branch_id)
 
 
 def _work(
@@ -146,15 +164,15 @@ def _work(
         snap = session.evolve_live(settings, on_image=on_image, progress=progress, chunks=chunks)
         final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
     except USER_ERRORS as exc:
-        final = {"type": "error", "message": _one_line(exc)}
+        final = {"type": "error", "message": one_line(exc)}
     except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
         log.exception("evolve failed")
-        final = {"type": "error", "message": f"internal error: {_one_line(exc)}"}
+        final = {"type": "error", "message": f"internal error: {one_line(exc)}"}
     finally:
         with wb.lock:
             wb.busy.discard(branch_id)
     events.put(final)
-    events.put(_END)
+    events.put(END)
 
 
 def preview(image: Any, size: int = THUMB_SIZE) -> str:
@@ -170,10 +188,10 @@ def preview(image: Any, size: int = THUMB_SIZE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield first
     while True:
         item = events.get()
-        if item is _END:
+        if item is END:
             return
         yield item

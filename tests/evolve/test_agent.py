@@ -21,7 +21,7 @@ from evolve.engine import Candidate
 from evolve.fitness import FitnessError
 from evolve.session import RunSpec, Session
 from spark_runtime.image_codec import decode
-from spark_runtime.store import Store, StoreError
+from spark_runtime.store import RatingInput, Store, StoreError
 
 POP, SIZE = 8, 32
 
@@ -45,7 +45,9 @@ def rate_by_taste(session: Session, snapshot=None) -> None:
     snapshot = snapshot or session.head()
     taste = redness(images(session.store, snapshot))
     spread = max(float(taste.max() - taste.min()), 1e-9)
-    session.rate({i: round(5 * (v - taste.min()) / spread) for i, v in enumerate(taste)}, snapshot=snapshot)
+    session.rate(
+        {i: round(5 * (v - taste.min()) / spread) for i, v in enumerate(taste)}, snapshot=snapshot
+    )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,7 +55,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproducible(tmp_path: Path) -> None:
+def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproducible(
+    tmp_path: Path,
+) -> None:
     heads, bred = [], []
     for copy in ("a", "b"):
         store = Store(tmp_path / copy)
@@ -61,8 +65,8 @@ def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproduci
         agent = Agent.for_session(session, AgentConfig(offspring_factor=3))
         screener = agent.screener
 
-        def spy(s, head, screener=screener):
-            choose, k = screener(s, head)
+        def spy(s, head, screener=screener, **kwargs):
+            choose, k = screener(s, head, **kwargs)
 
             def counted(children, places):
                 bred.append((len(children), places))
@@ -99,7 +103,9 @@ def test_predictions_for_the_shown_generation_are_recorded_and_read_back(tmp_pat
     assert not first.recorded and set(first.scores) == {2.5}
 
 
-def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(tmp_path: Path) -> None:
+def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(
+    tmp_path: Path,
+) -> None:
     store = Store(tmp_path)
     session = new_session(store)
     agent = Agent.for_session(session, AgentConfig(offspring_factor=2))
@@ -202,6 +208,41 @@ def test_agreement_is_nan_until_the_person_chooses_in_an_agent_generation(tmp_pa
     assert math.isnan(agent.agreement(session))
     session.rate({}, picks={2: True})
     assert agent.agreement(session) in (0.0, 0.5, 1.0)
+
+
+def test_the_model_only_breaks_ties_between_equal_ratings(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session)
+    rate_by_taste(session)
+    session.evolve()
+    head = session.head()
+    fitness = [3.0, 3.0, 3.0, 3.0, 1.0, 5.0, 0.0, 3.0]
+    broken = agent.tie_break(session, head, fitness)
+    utility = agent.predict(session, agent.fit(session), session.candidates(head)).utility
+    assert np.argsort(broken)[[0, 1, -1]].tolist() == [6, 4, 5]  # distinct ratings keep order
+    tied = [0, 1, 2, 3, 7]
+    assert sorted(tied, key=lambda i: broken[i]) == sorted(tied, key=lambda i: utility[i])
+    unrated = new_session(Store(tmp_path / "unrated"))
+    assert Agent().tie_break(unrated, unrated.head(), fitness) == fitness  # no opinion yet
+
+
+def test_pairwise_choices_feed_the_model_and_the_next_pair_is_a_new_one(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    agent = Agent.for_session(session)
+    rate_by_taste(session)
+    session.evolve()
+    first = agent.suggest_pair(session)
+    assert first[0] != first[1] and agent.suggest_pair(session) == first  # reproducible
+    before = agent.fit(session).ratings
+    store.add_ratings(
+        session.head().id,
+        [RatingInput(kind="pair", position=first[0], other_position=first[1], value=1.0)],
+        session="person",
+    )
+    assert agent.fit(session).ratings == before + 1
+    assert set(agent.suggest_pair(session)) != set(first)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ui import handlers
+from tests.ui.conftest import row_counts
+from ui import agent_handlers, handlers
 
 pytestmark = [
     pytest.mark.browser,
@@ -214,3 +215,74 @@ def test_full_size_lineage_and_export(tabs: Any, live: Any) -> None:
     with tab.page.expect_download() as download:
         tab.keys("e")
     assert download.value.suggested_filename == "panels-main-picks.zip"
+
+
+def test_agent_predictions_pairwise_keys_and_autopilot(tabs: Any, live: Any) -> None:
+    run = _run(live, "agentic")
+    tab = tabs()
+    tab.open(run)
+    assert tab.page.locator(".im-agree").inner_text() == "agreement —"
+    tab.keys("5", "ArrowRight", " ", "Enter")  # the agent (k = 4) screens generation 1
+    tab.generation_shown(1)
+    assert "agent chose 5 of 20 (k=4)" in tab.page.locator(".im-agentline").inner_text()
+    seen = tab.saved()
+
+    # p: the agent's predicted score on every thumbnail, as the server computes it.
+    tab.keys("p")
+    tab.page.wait_for_function(
+        "() => document.querySelectorAll('#imagery-root.im-predict .im-pred b').length === 8"
+    )
+    info = agent_handlers.agent_info(live.wb, {"run": run, "session": seen["session"]})
+    badges = tab.page.locator(".im-cell .im-pred b").all_inner_texts()
+    assert badges == [f"≈{v:.1f}" for v in info["predicted"]]
+    tab.keys("p")
+    assert not tab.page.locator(".im-cell .im-pred").first.is_visible()
+
+    # m: pairwise mode. The first three pairs are the agent's suggestions, decided with the
+    # keyboard as fast as Playwright types; every decision is stored as a pair event.
+    snap = seen["snapshot"]
+    expected = agent_handlers.pair_queue(
+        live.wb, {"run": run, "session": seen["session"], "snapshot": snap, "count": 3}
+    )["pairs"]
+    tab.keys("m")
+    tab.page.wait_for_function("() => (window.Imagery.debug().agent.pair || {}).current")
+    assert tab.page.locator(".im-pairview").is_visible()
+    assert not tab.page.locator(".im-grid").is_visible()
+    tab.keys("ArrowLeft", "ArrowRight", "ArrowDown", "ArrowLeft", "ArrowLeft")
+    tab.saved()
+    pairs = live.store.pairs(snap, seen["session"])
+    (a, b), (c, d), (e, f) = expected
+    assert [(p.first, p.second, p.outcome) for p in pairs[:3]] == [
+        (a, b, "first"),
+        (d, c, "first"),
+        (e, f, "both_bad"),
+    ]
+    assert len(pairs) == 5 and len({frozenset((p.first, p.second)) for p in pairs}) == 5
+    assert "5 pair(s) judged" in tab.page.locator(".im-judged").inner_text()
+
+    tab.keys("Enter")  # Enter still evolves; the pair view comes back for the new generation
+    tab.generation_shown(2)
+    tab.page.wait_for_function(
+        "s => { const p = window.Imagery.debug().agent.pair; return p && p.current && window.Imagery.debug().st.snapshot.id !== s; }",
+        arg=snap,
+    )
+    tab.keys("m")
+
+    # a: the autopilot. A bad N is one line and stores nothing; N = 2 makes two generations.
+    field = tab.page.locator(".im-autopilot-n")
+    before = row_counts(live.root)
+    field.fill("0")
+    tab.page.evaluate("() => document.activeElement.blur()")
+    tab.expected.append("'generations' must be a whole number from 1 to 100")
+    tab.keys("a")
+    tab.page.wait_for_selector(".im-message.im-error.im-show")
+    assert "'generations' must be a whole number" in tab.page.locator(".im-message").inner_text()
+    tab.page.wait_for_function("() => !window.Imagery.debug().rendering")
+    assert row_counts(live.root) == before
+    field.fill("2")
+    tab.page.evaluate("() => document.activeElement.blur()")
+    tab.keys("a")
+    tab.generation_shown(4)
+    assert "autopilot made 2 generation(s)" in tab.page.locator(".im-message").inner_text()
+    head = live.store.get_snapshot(live.store.get_branch(run).head_snapshot_id)
+    assert head.generation == 4 and tab.saved()["snapshot"] == head.id

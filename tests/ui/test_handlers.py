@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from evolve.agent import Agent, AgentConfig
 from evolve.export import read_metadata
 from evolve.session import RunSpec, Session
 from spark_runtime.store import Store
@@ -98,7 +99,7 @@ def test_ratings_show_per_tab_and_never_overwrite_each_other(
     [
         ({"events": [{"position": 0, "kind": "score", "value": 7}]}, "out of range"),
         ({"events": [{"position": 99, "kind": "score", "value": 3}]}, "out of range"),
-        ({"events": [{"position": 0, "kind": "pair", "value": 1}]}, "unknown kind"),
+        ({"events": [{"position": 0, "kind": "vote", "value": 1}]}, "unknown kind"),
         ({"events": "3"}, "must be a list"),
         ({"events": []}, "must be a list"),
         (
@@ -170,16 +171,23 @@ def test_live_evolve_streams_every_image_then_commits(
     assert [e["done"] for e in events if e["type"] == "progress"][-1] == 8
 
 
+@pytest.mark.parametrize("k", [None, 0, 2])
 def test_live_evolve_makes_the_same_generation_as_evolve(
-    tmp_path: Path, wb: handlers.Workbench, run: dict[str, Any]
+    tmp_path: Path, wb: handlers.Workbench, run: dict[str, Any], k: int | None
 ) -> None:
     snap = _state(wb, run)["snapshot"]["id"]
     _rate(wb, snap, (0, "score", 4), (5, "pick", None))
-    live = _evolve(wb, run)[-1]["state"]["snapshot"]
+    extra = {} if k is None else {"agent": k}
+    live = _evolve(wb, run, **extra)[-1]["state"]
+    # The agent is on by default (k = 4); "agent": 0 turns its first pass off.
+    assert (live["agent"] or {}).get("k") == {None: 4, 0: None, 2: 2}[k]
+    live = live["snapshot"]
     with Store(tmp_path / "twin") as twin:
         session = Session.create(
             twin, RunSpec(name="small", generator="cppn", population=8, size=32, seed=5)
         )
+        if k != 0:
+            Agent.for_session(session, AgentConfig(offspring_factor=k or 4))
         session.rate({0: 4.0}, picks={5: True})
         plain = session.evolve()
         assert plain.population == live["population"]

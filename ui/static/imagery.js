@@ -3,8 +3,9 @@
  * Keys: arrows move the focus; 1-5 score, 0 clears; space picks; Enter evolves; Backspace or u
  * goes back one generation; f forks from the shown generation; v shows full size; l lineage;
  * [ and ] step through history, h returns to the head; e exports picks; - and = change the
- * mutation strength; ? lists the keys. Each tab keeps its session, run and branch in
- * sessionStorage, so a reload reopens the same place with every rating shown.
+ * mutation strength; ? lists the keys. The agent's keys (p predicted scores, m pairwise mode,
+ * a autopilot, k its first pass) live in agent.js. Each tab keeps its session, run and branch
+ * in sessionStorage, so a reload reopens the same place with every rating shown.
  */
 (() => {
   "use strict";
@@ -48,6 +49,7 @@
 
   let outbox = null; // built in mount(): outbox.js may load after this file
   let panels = null; // likewise panels.js
+  let agent = null; // and agent.js
 
   // --- layout ------------------------------------------------------------------------------
   function mount(element) {
@@ -56,6 +58,7 @@
       change: (n) => { if (ui.els.queue) ui.els.queue.textContent = n ? `${n} unsaved…` : "all saved"; },
       stats: (stats, batch) => {
         showStats(stats);
+        agent.later(); // the agreement may have changed
         if (batch.some((item) => item.kind === "pick" || item.kind === "unpick")) {
           clearTimeout(ui.historyTimer);
           ui.historyTimer = setTimeout(panels.loadHistory, 300);
@@ -66,19 +69,21 @@
         if (refused && batch && ui.st && batch[0].snapshot === ui.st.snapshot.id) refresh();
       },
     });
-    panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox });
+    agent = window.ImageryAgent({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session });
+    panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent });
     root.replaceChildren();
     const els = ui.els;
     els.root = root;
     els.top = h("div", { class: "im-top" });
     els.progress = h("div", { class: "im-progress" }, h("div", { class: "im-bar" }), h("span", { class: "im-ptext" }));
     els.grid = h("div", { class: "im-grid", tabindex: "0", "aria-label": "candidates" });
+    els.pair = agent.buildPair();
     els.controls = h("div", { class: "im-controls" });
     els.history = h("div", { class: "im-history" });
     els.lineage = h("div", { class: "im-lineage" });
     els.message = h("div", { class: "im-message", role: "status" });
     els.overlay = h("div", { class: "im-overlay", onclick: () => panels.closeOverlay() });
-    root.append(els.top, els.progress, els.grid, els.controls, els.history, els.lineage, els.message, els.overlay);
+    root.append(els.top, els.progress, els.grid, els.pair, els.controls, els.history, els.lineage, els.message, els.overlay);
     if (!ui.listening) {
       ui.listening = true;
       window.addEventListener("keydown", onKey);
@@ -170,6 +175,7 @@
     panels.renderControls();
     showStats(st.stats);
     panels.loadHistory();
+    agent.onShow(st, sameSnapshot);
   }
 
   function applyMark(item) {
@@ -191,7 +197,7 @@
     ui.els.queue = h("span", { class: "im-queue" }, outbox.items.length ? `${outbox.items.length} unsaved…` : "all saved");
     ui.els.top.replaceChildren(
       h("button", { class: "im-runs", title: "runs", onclick: () => document.body.classList.toggle("im-open") }, "☰"),
-      h("span", { class: "im-title" }, st.run.name), branches, where,
+      h("span", { class: "im-title" }, st.run.name), branches, where, ...agent.headerParts(),
       h("span", { class: "im-spacer" }), ui.els.stats, ui.els.queue,
       h("button", { class: "im-runs", tabindex: "-1", title: "keys (?)", onclick: panels.help }, "?"));
   }
@@ -241,6 +247,7 @@
         cell.classList.add("im-wait");
       }
       paint(i);
+      agent.paintCell(cell, i);
     });
   }
 
@@ -250,7 +257,7 @@
       h("button", { tabindex: "-1", title: "pick (space)", class: "im-pickbtn", onclick: (e) => { e.stopPropagation(); setFocus(i); togglePick(); } }, "★"));
     return h("div", { class: "im-cell im-wait", "data-pos": i, onclick: () => setFocus(i), ondblclick: () => { setFocus(i); panels.fullSize(); } },
       h("img", { alt: `candidate ${i + 1}`, decoding: "async", draggable: "false" }),
-      h("span", { class: "im-score" }), h("span", { class: "im-pick" }, "★"), rate);
+      h("span", { class: "im-score" }), h("span", { class: "im-pick" }, "★"), h("span", { class: "im-pred" }), rate);
   }
 
   function setImage(cell, sha, src) {
@@ -298,6 +305,7 @@
   // --- decisions ---------------------------------------------------------------------------
   function decide(kind, value) {
     if (!ui.st) return;
+    if (ui.rendering && ui.rendering.autopilot) return flash("the autopilot is evolving: it hands back when it is done");
     const item = { position: ui.focus, kind, value: value ?? null, t: Date.now() };
     if (ui.rendering && ui.rendering.started) {
       if (ui.rendering.failed) return;
@@ -315,6 +323,7 @@
   async function evolve(start) {
     const st = ui.st;
     if (!st) return;
+    if (ui.rendering && ui.rendering.autopilot) return flash("the autopilot is evolving: it hands back when it is done");
     if (ui.rendering) {
       // Every image is in and the commit is a moment away: run this Enter right after it.
       if (ui.rendering.images >= st.snapshot.thumbs.length) ui.queuedEvolve = start;
@@ -325,9 +334,10 @@
     const render = { start, parent: st.snapshot.id, images: 0, visible: null };
     ui.rendering = render;
     clearTimeout(ui.historyTimer); // "done" reloads the history; nothing may compete with the render
+    agent.cancel();
     progress(0, st.snapshot.thumbs.length, "saving ratings…");
     await outbox.idle();
-    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: panels.checkedLocks() };
+    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: panels.checkedLocks(), agent: ui.agentK };
     try {
       const response = await fetch("/api/evolve", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       if (!response.ok) {
@@ -449,7 +459,8 @@
       if (k === "Enter") createDefault();
       else if (k === "o" && ui.latest) open(ui.latest.id, ui.latest.branches[0] || "main");
       else return;
-    } else if (k === "ArrowLeft") setFocus(ui.focus - 1);
+    } else if (agent.pairKey(k)) { /* pairwise mode took it */ }
+    else if (k === "ArrowLeft") setFocus(ui.focus - 1);
     else if (k === "ArrowRight") setFocus(ui.focus + 1);
     else if (k === "ArrowUp") setFocus(ui.focus - (ui.cols || 1));
     else if (k === "ArrowDown") setFocus(ui.focus + (ui.cols || 1));
@@ -462,6 +473,10 @@
     else if (k === "v") panels.fullSize();
     else if (k === "l") panels.lineage();
     else if (k === "e") panels.exportPicks();
+    else if (k === "p") agent.togglePredict();
+    else if (k === "m") agent.togglePairs();
+    else if (k === "a") agent.autopilot();
+    else if (k === "k") agent.cycleK();
     else if (k === "Escape") { panels.closeOverlay(); ui.els.lineage.replaceChildren(); }
     else if (k === "h" && !st.is_head) open(st.run.id, st.branch);
     else if (k === "[" && st.snapshot.generation > 0) open(st.run.id, st.branch, st.snapshot.generation - 1);
@@ -476,6 +491,6 @@
   window.Imagery = {
     mount,
     open: (run, branch) => { if (panels) panels.closeOverlay(); open(run, branch || "main"); },
-    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, errors: [...ui.errors], scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf }),
+    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, errors: [...ui.errors], scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf, agent: agent.debug() }),
   };
 })();

@@ -87,7 +87,7 @@
           const body = JSON.stringify({
             session: this.session,
             snapshot,
-            events: batch.map(({ position, kind, value }) => ({ position, kind, value })),
+            events: batch.map(({ position, kind, value, other }) => (other == null ? { position, kind, value } : { position, kind, value, other })),
           });
           let response;
           try {

@@ -5,7 +5,7 @@
 (() => {
   "use strict";
 
-  window.ImageryPanels = ({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox }) => {
+  window.ImageryPanels = ({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent }) => {
     function renderControls() {
       const st = ui.st;
       const value = h("span", { class: "im-strength-value" }, ui.strength.toFixed(2));
@@ -18,6 +18,7 @@
       ui.els.controls.replaceChildren(
         h("label", { class: "im-slider", title: "mutation strength: how far children stray from their parents" }, "mutation ", slider, value),
         h("span", { class: "im-locks" }, locks.length ? "lock " : "", ...locks),
+        ...agent.controls(() => ui.els.grid.focus({ preventScroll: true })),
         h("span", { class: "im-spacer" }),
         button("evolve", "⏎", () => evolve(performance.now())), button("back", "u", undo), button("fork", "f", fork),
         button("full size", "v", fullSize), button("lineage", "l", lineage), button("export", "e", exportPicks));
@@ -71,7 +72,8 @@
     function help() {
       const keys = [["← ↑ → ↓", "move"], ["1–5", "score"], ["0", "clear score"], ["space", "pick"], ["Enter", "evolve"], ["Backspace / u", "back one generation"],
         ["f", "fork from the shown generation"], ["[ ]", "older / newer generation"], ["h", "back to the head"], ["v", "full size"], ["l", "lineage"],
-        ["- =", "mutation strength"], ["e", "export picks"], ["Esc", "close"]];
+        ["- =", "mutation strength"], ["e", "export picks"], ["p", "agent's predicted scores"], ["m", "pairwise mode: ← → better one, ↓ both bad"],
+        ["a", "autopilot: the agent evolves N generations"], ["k", "agent first pass: off / k=2 / 4 / 8"], ["Esc", "close"]];
       ui.els.overlay.replaceChildren(h("div", { class: "im-help" }, ...keys.map(([k, what]) => h("div", {}, h("kbd", {}, k), ` ${what}`))));
       ui.els.overlay.classList.add("im-show");
     }

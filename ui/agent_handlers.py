@@ -1,0 +1,267 @@
+"""The agent in the browser, as plain functions: predictions, pairwise mode and the autopilot.
+
+Like ``ui.handlers``: JSON-like input, JSON-like output or a one-line error raised before
+anything stored changes. The agent itself (``evolve.agent``) is the tab's, kept by the
+``Workbench``; these functions only ask it things.
+
+- ``agent_info``: the agent's predicted score of each candidate of a generation, with a likely
+  range, what it chose when it bred the generation, and the running agreement figure.
+- ``pair_queue``: the next pairs to compare in pairwise mode, as ``Agent.suggest_pair`` picks
+  them one after another, looking past the pairs the tab has decided but may not have stored
+  yet; so the browser shows the next pair the moment a key is pressed.
+- ``start_autopilot``: the agent evolves N generations on its own on a worker thread, and the
+  browser reads the stream of events (the same shape as ``ui.live.start_evolve``'s)::
+
+    {"type": "start", "generations": 5, "generation": 3}
+    {"type": "generation", "done": 1, "total": 5, "generation": 4, "thumbs": [...]}
+    {"type": "done", "state": {...}}          # the new head, handed back to the person
+    {"type": "error", "message": "one line"}  # the generations made so far stay
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from evolve.agent import Agent, autopilot
+from evolve.session import Session
+from spark_runtime.store import PairOutcome
+from ui.agent_view import agreement_value, score_bands, screening
+from ui.handlers import (
+    USER_ERRORS,
+    Conflict,
+    UIError,
+    Workbench,
+    payload,
+    session_id,
+    snapshot_state,
+    text,
+    whole,
+)
+from ui.live import END, agent_k, claim_branch, drain, one_line
+
+log = logging.getLogger(__name__)
+MAX_AUTOPILOT = 100
+MAX_PENDING = 5000
+
+
+def _session(wb: Workbench, data: Mapping[str, Any]) -> Session:
+    return wb.session(text(data, "run"), text(data, "branch", "main"), session_id(data))
+
+
+def _shown(wb: Workbench, session: Session, data: Mapping[str, Any]) -> Any:
+    """The snapshot the tab shows: ``snapshot`` (an id in this run), ``generation``, or the head."""
+    if data.get("snapshot") not in (None, ""):
+        snap = wb.store.get_snapshot(text(data, "snapshot"))
+        if snap.run_id != session.run.id:
+            raise UIError(f"snapshot {snap.id} is not in run {session.run.name!r}")
+        return snap
+    head = session.head()
+    if data.get("generation") in (None, ""):
+        return head
+    generation = whole(data, "generation", 0, head.generation)
+    return (
+        head if generation == head.generation else wb.store.snapshot_at(session.branch, generation)
+    )
+
+
+# --- predictions and agreement -------------------------------------------------------------
+def agent_info(wb: Workbench, query: Any) -> dict[str, Any]:
+    """What the tab's agent thinks of the shown generation, and how often it agreed so far.
+
+    Args:
+        query: ``{"run", "branch", "session", "generation"? | "snapshot"?}``.
+
+    Returns:
+        ``predicted`` (0..5 per position), ``bands`` (``[low, high]`` per position, or None
+        before the agent has learned anything), ``comparisons`` the model learned from,
+        ``recorded`` (predicted before the generation was shown), ``agreement`` (0..1, None
+        until there is data), ``screening`` (what it chose, or None), ``k`` (0 = off).
+    """
+    query = payload(query)
+    session = _session(wb, query)
+    snap = _shown(wb, session, query)
+    agent = wb.agent(session)
+    prediction = agent.predict_for_snapshot(session, snap)
+    return {
+        "snapshot": snap.id,
+        "generation": snap.generation,
+        "predicted": [round(float(v), 2) for v in prediction.scores],
+        "bands": score_bands(prediction.scores, prediction.utility, prediction.std),
+        "comparisons": prediction.comparisons,
+        "recorded": prediction.recorded,
+        "agreement": agreement_value(agent.agreement(session)),
+        "screening": screening(snap.settings, len(snap.population)),
+        "k": agent.config.offspring_factor if session.agent is not None else 0,
+    }
+
+
+# --- pairwise mode -------------------------------------------------------------------------
+class _Imagined:
+    """The store, with extra pairs counted as compared in one snapshot (nothing is written).
+
+    ``Agent.suggest_pair`` skips pairs already compared; handing it this view lets it look
+    past the ones the tab decided but has not stored yet, and past the ones it just named.
+    """
+
+    def __init__(self, store: Any, snapshot_id: str, extra: list[PairOutcome]) -> None:
+        self._store = store
+        self._snapshot_id = snapshot_id
+        self._stored: list[PairOutcome] | None = None
+        self.extra = extra
+
+    def pairs(self, snapshot_id: str, session: str | None = None) -> list[PairOutcome]:
+        if snapshot_id != self._snapshot_id or session is not None:
+            return self._store.pairs(snapshot_id, session)
+        if self._stored is None:
+            self._stored = self._store.pairs(snapshot_id)
+        return [*self._stored, *self.extra]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _SessionView:
+    """A session whose store is ``_Imagined``; everything else is the session's own."""
+
+    def __init__(self, session: Session, store: _Imagined) -> None:
+        self._session = session
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _pair(pair: Any, n: int, what: str) -> tuple[int, int]:
+    ok = isinstance(pair, list) and len(pair) == 2
+    ok = ok and all(isinstance(p, int) and not isinstance(p, bool) for p in pair)
+    if not ok:
+        raise UIError(f"{what}: expected [a, b] with two positions, got {pair!r}")
+    a, b = pair
+    if not (0 <= a < n and 0 <= b < n):
+        raise UIError(f"{what}: positions must be within 0..{n - 1}, got {pair!r}")
+    if a == b:
+        raise UIError(f"{what}: a pair compares two different positions, got {pair!r}")
+    return a, b
+
+
+def _pending_pairs(body: Mapping[str, Any], n: int) -> list[tuple[int, int]]:
+    pending = body.get("pending", [])
+    if not isinstance(pending, list) or len(pending) > MAX_PENDING:
+        raise UIError(f"'pending' must be a list of at most {MAX_PENDING} [a, b] position pairs")
+    return [_pair(pair, n, f"pending pair {i}") for i, pair in enumerate(pending)]
+
+
+def pair_queue(wb: Workbench, body: Any) -> dict[str, Any]:
+    """The next ``count`` pairs to show, in the order the agent would suggest them.
+
+    Which pair the agent suggests depends on which pairs have been compared, not on who won,
+    so the whole queue is known now: each step imagines the previous suggestion compared.
+
+    Args:
+        body: ``{"run", "branch", "session", "snapshot", "pending"?: [[a, b], ...],
+            "showing"?: [a, b], "count"?: 1..32}``; ``pending`` are pairs the tab decided that
+            may not be stored yet, ``showing`` the one on screen now: the queue follows it.
+
+    Returns:
+        ``{"snapshot", "pairs": [[a, b], ...], "judged"}``: ``judged`` counts the distinct
+        pairs this tab has compared in the snapshot, pending ones included.
+    """
+    body = payload(body)
+    session = _session(wb, body)
+    snap = _shown(wb, session, {"snapshot": text(body, "snapshot")})
+    count = whole(body, "count", 1, 32, 6)
+    pending = _pending_pairs(body, len(snap.population))
+    showing = body.get("showing")
+    ahead = [] if showing is None else [_pair(showing, len(snap.population), "'showing'")]
+    tab = session.session_id
+    extra = [PairOutcome(0, tab, a, b, "first") for a, b in [*pending, *ahead]]
+    store = _Imagined(wb.store, snap.id, extra)
+    view = _SessionView(session, store)
+    agent: Agent = wb.agent(session)
+    judged = {frozenset((p.first, p.second)) for p in wb.store.pairs(snap.id, tab)}
+    judged |= {frozenset(p) for p in pending}
+    pairs = []
+    for _ in range(count):
+        a, b = agent.suggest_pair(view, snap)
+        pairs.append([a, b])
+        store.extra.append(PairOutcome(0, tab, a, b, "first"))
+    return {"snapshot": snap.id, "pairs": pairs, "judged": len(judged)}
+
+
+# --- autopilot -----------------------------------------------------------------------------
+def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
+    """Check an autopilot request and start it on a worker thread; returns the event stream.
+
+    Args:
+        body: ``{"run", "branch", "session", "parent", "generations": 1..100, "agent"?}``;
+            ``parent`` is the head the tab shows (as for evolve); ``agent`` its k setting.
+            With the first pass off the agent still drives, with the k it had last.
+
+    Raises:
+        UIError: a bad request (nothing starts, nothing is stored); Conflict when the branch
+            moved on or is busy.
+    """
+    body = payload(body)
+    session = _session(wb, body)
+    head = session.head()
+    if text(body, "parent") != head.id:
+        raise Conflict(
+            f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
+        )
+    generations = whole(body, "generations", 1, MAX_AUTOPILOT)
+    k = agent_k(body)
+    branch_id = session.branch.id
+    claim_branch(wb, branch_id)
+    if k is not None:
+        wb.set_agent(session, k)
+    pilot = session.agent or wb.agent(session)
+    events: queue.Queue[Any] = queue.Queue()
+    worker = threading.Thread(
+        target=_fly,
+        args=(wb, session, pilot, generations, branch_id, events),
+        daemon=True,
+        name="imagery-autopilot",
+    )
+    worker.start()
+    first = {"type": "start", "generations": generations, "generation": head.generation}
+    return drain(events, first)
+
+
+def _fly(
+    wb: Workbench,
+    session: Session,
+    pilot: Agent,
+    generations: int,
+    branch_id: str,
+    events: queue.Queue[Any],
+) -> None:
+    def progress(done: int, total: int) -> None:
+        snap = session.head()
+        events.put(
+            {
+                "type": "generation",
+                "done": done,
+                "total": total,
+                "generation": snap.generation,
+                "thumbs": list(snap.thumbs),
+            }
+        )
+
+    final: dict[str, Any]
+    try:
+        snap = autopilot(session, generations, progress=progress, agent=pilot)
+        final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
+    except USER_ERRORS as exc:
+        final = {"type": "error", "message": one_line(exc)}
+    except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
+        log.exception("autopilot failed")
+        final = {"type": "error", "message": f"internal error: {one_line(exc)}"}
+    finally:
+        with wb.lock:
+            wb.busy.discard(branch_id)
+    events.put(final)
+    events.put(END)
