@@ -149,7 +149,10 @@ def test_evolve_undo_and_fork_from_the_keyboard(tabs: Any, live: Any) -> None:
     gen1 = branch.head_snapshot_id
     assert live.store.get_snapshot(gen1).generation == 1
     assert "generation 1" in tab.page.locator(".im-gen").inner_text()
-    assert tab.page.locator(".im-history .im-gen-tile").count() == 2
+    # The history strip loads after the grid, beside the agent's predictions: wait for it.
+    tab.page.wait_for_function(
+        "() => document.querySelectorAll('.im-history .im-gen-tile').length === 2"
+    )
 
     tab.keys("Backspace")  # back one generation: the head moves, nothing is deleted
     tab.generation_shown(0)
