@@ -25,6 +25,8 @@ from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.ratings import fold_picks, fold_scores
 
 Progress = Callable[[int, int], None]
+# on_image(position, image or None, stored thumbnail sha or None)
+OnImage = Callable[[int, Any, str | None], None]
 
 
 class SessionError(ValueError):
@@ -190,14 +192,33 @@ class Session:
         settings: EngineSettings | None = None,
         progress: Progress | None = None,
         extra: dict[str, Any] | None = None,
+        on_image: OnImage | None = None,
+        chunks: int = 2,
     ) -> Any:
-        """Tell the head's ratings (or explicit fitness), render and commit the next generation."""
+        """Tell the head's ratings (or explicit fitness), render and commit the next generation.
+
+        Args:
+            fitness: one value per candidate instead of the head's ratings (batch runs).
+            settings: engine settings for this step (mutation strength, locks...).
+            progress: ``progress(done, total)`` as images finish.
+            extra: more JSON to keep in the new snapshot's settings.
+            on_image: ``on_image(position, image, None)`` the moment a new image renders, and
+                ``on_image(position, None, thumb_sha)`` for one reused from the parent.
+            chunks: render calls the new images are split into; each finished batch is
+                encoded and written while the next one renders.
+        """
         head = self.head()
-        candidates = self.candidates(head)
+        if self.agent is None:
+            # Nothing reads the current population's own parents here (elites keep their
+            # stored rows): skip the per-individual lookups ``candidates`` makes.
+            genomes = self.store.genomes(head)
+            candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
+        else:
+            candidates = self.candidates(head)
+        # One read of the ratings, so the fitness and the consumed ids agree exactly.
+        rows = self.store.ratings(head.id)
         if fitness is None:
-            scores = self.store.current_scores(head.id)
-            picks = self.store.current_picks(head.id)
-            fitness = fitness_from_ratings(len(candidates), scores, picks)
+            fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
         settings = settings or self.settings(head)
         if settings.population_size != len(candidates):
             settings = settings.replace(population_size=len(candidates))
@@ -207,8 +228,27 @@ class Session:
             raise SessionError(str(exc)) from None
         engine.ask()
         children, extra = self._tell(engine, fitness, head, extra or {})
-        consumed = [r.id for r in self.store.ratings(head.id)]
-        return self._commit(children, engine, parent=head, generation=head.generation + 1, consumed=consumed, extra=extra or {}, progress=progress)
+        return self._commit(
+            children,
+            engine,
+            parent=head,
+            generation=head.generation + 1,
+            consumed=[r.id for r in rows],
+            extra=extra,
+            progress=progress,
+            on_image=on_image,
+            chunks=chunks,
+        )
+
+    def evolve_live(
+        self,
+        settings: EngineSettings | None = None,
+        on_image: OnImage | None = None,
+        progress: Progress | None = None,
+        chunks: int = 4,
+    ) -> Any:
+        """``evolve`` for the browser: images announced as each of ``chunks`` batches renders."""
+        return self.evolve(settings=settings, progress=progress, on_image=on_image, chunks=chunks)
 
     def run_auto(self, fitness: AutoFitness, generations: int, progress: Callable[[int, int], None] | None = None) -> Any:
         """Headless batch run: score each head automatically, store the scores, evolve."""
@@ -260,9 +300,10 @@ class Session:
         consumed: list[int],
         extra: dict[str, Any],
         progress: Progress | None,
+        on_image: OnImage | None = None,
+        chunks: int = 2,
     ) -> Any:
-        images, thumbs = self._render(population, parent, progress)
-        settings = {"engine": engine.settings.to_dict(), **extra}
+        images, thumbs = self._render(population, parent, progress, on_image, chunks)
         return self.store.commit_generation(
             branch_id=self.branch.id,
             parent_id=parent.id if parent else None,
@@ -271,143 +312,75 @@ class Session:
             images=images,
             thumbs=thumbs,
             rng_state=engine.rng_state,
-            settings=settings,
+            settings={"engine": engine.settings.to_dict(), **extra},
             consumed_ratings=consumed,
             generator_config=self.run.generator_config,
         )
 
-    def _render(self, population: Sequence[Candidate], parent: Any | None, progress: Progress | None) -> tuple[list[bytes], list[bytes]]:
-        """Render only genomes the parent generation does not already show (elites are reused)."""
-        known: dict[str, tuple[str, str]] = {}
-        if parent is not None:
-            known = {i: (img, th) for i, img, th in zip(parent.population, parent.images, parent.thumbs, strict=True)}
-        todo = [c for c in population if c.id not in known]
-        unique = list({c.id: c for c in todo}.values())
-        try:
-            rendered = self.spark.render([c.genome for c in unique], self.run.size, progress=progress)
-        except GeneratorError as exc:
-            raise SessionError(str(exc)) from None
-        fresh = {c.id: (encode_png(im), encode_thumb(im)) for c, im in zip(unique, rendered, strict=True)}
-        images, thumbs = [], []
-        for c in population:
-            if c.id in fresh:
-                image, thumb = fresh[c.id]
-            else:
-                image_hash, thumb_hash = known[c.id]
-                image, thumb = self.store.objects.get(image_hash), self.store.objects.get(thumb_hash)
-            images.append(image)
-            thumbs.append(thumb)
-        if progress and not unique:
-            progress(len(population), len(population))
-        return images, thumbs
-
-    # --- live evolving (the browser UI) -------------------------------------------------
-    def evolve_live(
-        self,
-        settings: EngineSettings | None = None,
-        on_image: Callable[[int, Any, str | None], None] | None = None,
-        progress: Progress | None = None,
-        chunks: int = 4,
-    ) -> Any:
-        """``evolve`` from the head's ratings, announcing each image as soon as its batch renders.
-
-        The new population renders in up to ``chunks`` batches (few calls keep batching
-        efficient; more show images sooner). Each image is announced the moment its batch
-        finishes, as ``on_image(position, pil_image, None)``, so a browser can be shown a quick
-        preview; elites reused from the parent come first, as ``on_image(position, None,
-        thumb_sha)`` (their thumbnail is already stored). Thumbnails and PNGs are encoded and
-        written after the last batch, off the path to the screen. The commit is the same as
-        ``evolve``'s, and so is the generation it makes.
-        """
-        head = self.head()
-        if self.agent is None:
-            # Without an agent nothing reads the current population's own parents (elites keep
-            # their stored rows): skip the per-individual lookups ``candidates`` makes.
-            genomes = self.store.genomes(head)
-            candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
-        else:
-            candidates = self.candidates(head)
-        # One read of the ratings, so the fitness and the consumed ids agree exactly.
-        rows = self.store.ratings(head.id)
-        fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
-        settings = settings or self.settings(head)
-        if settings.population_size != len(candidates):
-            settings = settings.replace(population_size=len(candidates))
-        try:
-            engine = Engine(self.generator, settings, rng_from_state(head.rng_state), candidates)
-        except EngineError as exc:
-            raise SessionError(str(exc)) from None
-        engine.ask()
-        children, extra = self._tell(engine, fitness, head, {})
-        images, thumbs = self._render_live(children, head, on_image, progress, chunks)
-        return self.store.commit_generation(
-            branch_id=self.branch.id,
-            parent_id=head.id,
-            generation=head.generation + 1,
-            individuals=[(c.genome, list(c.parent_ids)) for c in children],
-            images=images,
-            thumbs=thumbs,
-            rng_state=engine.rng_state,
-            settings={"engine": engine.settings.to_dict(), **extra},
-            consumed_ratings=[r.id for r in rows],
-            generator_config=self.run.generator_config,
-        )
-
-    def _render_live(
+    def _render(
         self,
         population: Sequence[Candidate],
-        parent: Any,
-        on_image: Callable[[int, Any, str | None], None] | None,
+        parent: Any | None,
         progress: Progress | None,
+        on_image: OnImage | None,
         chunks: int,
-    ) -> tuple[list[bytes], list[bytes]]:
+    ) -> tuple[list[str], list[str]]:
+        """Render the genomes the parent does not already show; returns (image, thumb) hashes.
+
+        Elites reuse the parent's objects by hash: nothing is rendered, read or written for
+        them. New images render in ``chunks`` batches; a writer thread encodes and stores each
+        finished batch while the next renders, so the commit that follows only writes rows.
+        """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
         positions: dict[str, list[int]] = {}
         for position, c in enumerate(population):
             positions.setdefault(c.id, []).append(position)
-        encoded: dict[str, tuple[bytes, bytes]] = {}
-        for cid, image_hash, thumb_hash in zip(parent.population, parent.images, parent.thumbs, strict=True):
-            if cid in positions and cid not in encoded:
-                encoded[cid] = (self.store.objects.get(image_hash), self.store.objects.get(thumb_hash))
-                for position in positions[cid]:
-                    announce(position, None, thumb_hash)
-        unique = [c for c in {c.id: c for c in population}.values() if c.id not in encoded]
+        stored: dict[str, tuple[str, str]] = {}
+        if parent is not None:
+            for cid, image_sha, thumb_sha in zip(parent.population, parent.images, parent.thumbs, strict=True):
+                if cid in positions and cid not in stored:
+                    stored[cid] = (image_sha, thumb_sha)
+                    for position in positions[cid]:
+                        announce(position, None, thumb_sha)
+        unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
         done = total - sum(len(positions[c.id]) for c in unique)
         step = max(1, -(-len(unique) // max(1, chunks)))
-        finished: list[tuple[Candidate, Any]] = []
-        for start in range(0, len(unique), step):
-            part = unique[start : start + step]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+            writes = []
+            for start in range(0, len(unique), step):
+                part = unique[start : start + step]
 
-            def chunk_progress(d: int, _t: int, offset: int = done) -> None:
-                if progress:
-                    progress(min(total, offset + d), total)
+                def chunk_progress(d: int, _t: int, offset: int = done) -> None:
+                    if progress:
+                        progress(min(total, offset + d), total)
 
-            try:
-                rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
-            except GeneratorError as exc:
-                raise SessionError(str(exc)) from None
-            done += sum(len(positions[c.id]) for c in part)
-            for c, im in zip(part, rendered, strict=True):
-                for position in positions[c.id]:
-                    announce(position, im, None)
-                finished.append((c, im))
+                try:
+                    rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
+                except GeneratorError as exc:
+                    raise SessionError(str(exc)) from None
+                done += sum(len(positions[c.id]) for c in part)
+                for c, image in zip(part, rendered, strict=True):
+                    for position in positions[c.id]:
+                        announce(position, image, None)
+                writes.append(writer.submit(self._store_images, part, rendered))
+            for future in writes:
+                stored.update(future.result())
         if progress:
             progress(total, total)
+        return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population]
 
-        # Encoding beside a running render slows the render (on a busy CPU its worker threads
-        # spin at every barrier) more than it saves, so all of it waits for the last batch.
-        def write(c: Candidate, im: Any) -> None:
-            thumb, image = encode_thumb(im), encode_png(im)
-            # Written ahead of the commit so it only re-hashes; the commit point is unchanged.
-            self.store.objects.put(thumb)
-            self.store.objects.put(image)
-            encoded[c.id] = (image, thumb)
+    def _store_images(self, part: Sequence[Candidate], images: Sequence[Any]) -> dict[str, tuple[str, str]]:
+        """Encode a rendered batch (PNG + WebP thumbnail) and write it ahead of the commit.
 
-        # Each write waits on an fsync: a few at once.
-        with ThreadPoolExecutor(max_workers=4) as writers:
-            for future in [writers.submit(write, *item) for item in finished]:
-                future.result()
-        return [encoded[c.id][0] for c in population], [encoded[c.id][1] for c in population]
+        The objects are unreferenced until the snapshot row commits: a crash before that
+        leaves only garbage for ``gc``, never a partial generation.
+        """
+        blobs = []
+        for image in images:
+            blobs += [encode_png(image), encode_thumb(image)]
+        shas = self.store.objects.put_many(blobs)
+        return {c.id: (shas[2 * i], shas[2 * i + 1]) for i, c in enumerate(part)}
+
 
 __all__ = ["RunSpec", "Session", "SessionError", "StoreError", "generator_target"]

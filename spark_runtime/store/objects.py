@@ -11,10 +11,12 @@ or none. Identical bytes are stored once.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import re
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -48,6 +50,31 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _find_syncfs() -> Any:
+    """``syncfs(folder)``: flush one file system in one call (Linux); None where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+    def syncfs(folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if call(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
+
+    return syncfs
+
+
+_SYNCFS = _find_syncfs()
 
 
 def _local(root: str | Path) -> Path | None:
@@ -141,17 +168,57 @@ class ObjectStore:
         return sha
 
     def put_many(self, blobs: Sequence[bytes]) -> list[str]:
-        """``put`` each blob, several at once; returns their sha256s in order.
+        """``put`` each blob, as one batch; returns their sha256s in order.
 
-        Each write still ends in its own fsync, but concurrent fsyncs share the file
-        system's journal commits, so a generation's images land in a fraction of the time
-        that one-by-one ``put`` takes.
+        Locally on Linux the batch makes two file-system syncs in all instead of two fsyncs
+        per object: every temp file is written, one ``syncfs`` makes their bytes durable, all
+        are renamed into place, and a second ``syncfs`` makes the names durable. A crash at any
+        point leaves whole objects or stray temp files (swept by ``gc``), never a torn object.
+        Elsewhere the objects are put concurrently, each with its own fsync.
         """
-        blobs = list(blobs)
+        blobs = [self._bytes(b) for b in blobs]
+        shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+        if self._fs is None and _SYNCFS is not None and len(blobs) > 1:
+            self._put_local_batch(dict(zip(shas, blobs, strict=True)))
+            return shas
         if len(blobs) <= 1:
             return [self.put(b) for b in blobs]
         with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
             return list(pool.map(self.put, blobs))
+
+    @staticmethod
+    def _bytes(data: Any) -> bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise StoreError(f"object data must be bytes, got {type(data).__name__}")
+        return bytes(data)
+
+    def _put_local_batch(self, blobs: dict[str, bytes]) -> None:
+        assert isinstance(self.root, Path) and _SYNCFS is not None
+        pending: list[tuple[str, Path]] = []
+        try:
+            for sha, data in blobs.items():
+                final = self.path(sha)
+                if final.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.utime(final)  # keeps it safe from a gc grace period, as put does
+                    if final.is_file():
+                        continue
+                final.parent.mkdir(exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=final.parent)
+                pending.append((tmp, final))
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            if not pending:
+                return
+            _SYNCFS(self.root)
+            for tmp, final in pending:
+                os.replace(tmp, final)
+            pending = []
+            _SYNCFS(self.root)
+        finally:
+            for tmp, _ in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     def _put_local(self, sha: str, data: bytes) -> None:
         final = self.path(sha)

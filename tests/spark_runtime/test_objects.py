@@ -103,3 +103,16 @@ def test_object_ids_that_could_escape_the_folder_are_rejected(objects, bad):
 def test_put_rejects_non_bytes(objects):
     with pytest.raises(StoreError, match="must be bytes"):
         objects.put("text is not bytes")
+
+
+def test_put_many_stores_a_batch_once_each_and_leaves_no_temp_files(tmp_path) -> None:
+    from spark_runtime.store.objects import ObjectStore
+
+    store = ObjectStore(tmp_path / "objects")
+    blobs = [f"image {i}".encode() for i in range(20)] + [b"image 3"]
+    shas = store.put_many(blobs)
+    assert len(shas) == 21 and shas[3] == shas[20]
+    assert all(store.get(sha) == blob for sha, blob in zip(shas, blobs, strict=True))
+    assert store.put_many(blobs) == shas  # idempotent
+    assert not [p for p in (tmp_path / "objects").rglob(".tmp-*")]
+    assert sum(1 for _ in store.iter_objects()) == 20
