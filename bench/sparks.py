@@ -10,7 +10,7 @@ and the store add to each generation.
    generator's own render, the pool around it, and ``Store.commit_generation`` (object files
    with fsync + one DB transaction). The same generation's objects are also written with
    ``ObjectStore.put_many`` (parallel fsyncs) to show the commit with that change.
-   Acceptance: (pool + store) < 10% of the render time. PNG/WebP encoding and the engine's
+   Acceptance: (pool + store) < 10% of the render time. PNG/JPEG encoding and the engine's
    ask/tell are printed separately.
 
     python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--store-dir DIR]

@@ -1,7 +1,7 @@
 """Benchmark: how long the rating UI makes a person wait, in a real browser, in one run.
 
 1. Enter to the last image of the new generation on screen (decoded and painted: the grid-size
-   JPEG preview the server streams as each batch finishes; the stored WebP thumbnail replaces
+   JPEG preview the server streams as each batch finishes; the stored JPEG thumbnail replaces
    it once the generation is committed, also reported), against the pure render time
    of the same generation (the generator rendering all its genomes in one call, in this
    process, right after, on a fresh thread like the server's; median of 3). Target: at most

@@ -168,11 +168,11 @@ class Session:
     def candidates(self, snapshot: Any | None = None) -> list[Candidate]:
         snapshot = snapshot or self.head()
         genomes = self.store.genomes(snapshot)
-        out = []
-        for individual_id, genome in zip(snapshot.population, genomes, strict=True):
-            parents = self.store.get_individual(individual_id).parents
-            out.append(Candidate(id=individual_id, genome=genome, parent_ids=tuple(parents)))
-        return out
+        rows = self.store.get_individuals(snapshot.population)
+        return [
+            Candidate(id=i, genome=g, parent_ids=tuple(rows[i].parents))
+            for i, g in zip(snapshot.population, genomes, strict=True)
+        ]
 
     # --- rating -------------------------------------------------------------------------
     def rate(self, scores: dict[int, float | None], picks: dict[int, bool] | None = None, snapshot: Any | None = None) -> list[Any]:
@@ -193,7 +193,7 @@ class Session:
         progress: Progress | None = None,
         extra: dict[str, Any] | None = None,
         on_image: OnImage | None = None,
-        chunks: int = 2,
+        chunks: int = 4,
     ) -> Any:
         """Tell the head's ratings (or explicit fitness), render and commit the next generation.
 
@@ -346,7 +346,8 @@ class Session:
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
         done = total - sum(len(positions[c.id]) for c in unique)
         step = max(1, -(-len(unique) // max(1, chunks)))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+        # Two writers: PIL's encoders release the GIL, so batches encode on the other core.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-writer") as writer:
             writes = []
             for start in range(0, len(unique), step):
                 part = unique[start : start + step]
@@ -371,7 +372,7 @@ class Session:
         return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population]
 
     def _store_images(self, part: Sequence[Candidate], images: Sequence[Any]) -> dict[str, tuple[str, str]]:
-        """Encode a rendered batch (PNG + WebP thumbnail) and write it ahead of the commit.
+        """Encode a rendered batch (PNG + JPEG thumbnail) and write it ahead of the commit.
 
         The objects are unreferenced until the snapshot row commits: a crash before that
         leaves only garbage for ``gc``, never a partial generation.

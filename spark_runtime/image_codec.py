@@ -1,4 +1,8 @@
-"""Image bytes as the store and the browser see them: lossless PNG, thumbnails as WebP."""
+"""Image bytes as the store and the browser see them: lossless PNG, grid thumbnails as JPEG.
+
+JPEG thumbnails encode in a quarter of a millisecond at 256 px (WebP takes 1.5-7 ms), and a
+generation's encoding sits on the path between Enter and the next grid.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +22,12 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 def encode_thumb(image: Image.Image, size: int = THUMB_SIZE) -> bytes:
-    """A grid-size WebP thumbnail (never upscaled)."""
+    """A grid-size JPEG thumbnail (never upscaled)."""
     thumb = image.convert("RGB")
     if max(thumb.size) > size:
         thumb = thumb.resize((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    thumb.save(buffer, format="WEBP", quality=85, method=2)
+    thumb.save(buffer, format="JPEG", quality=88)
     return buffer.getvalue()
 
 

@@ -176,9 +176,9 @@ def _work(
 
 
 def preview(image: Any, size: int = THUMB_SIZE) -> str:
-    """A quick JPEG data URL of a just-rendered image, shown until its WebP thumbnail is stored.
+    """A quick JPEG data URL of a just-rendered image, shown until its stored thumbnail arrives.
 
-    JPEG costs a tenth of the WebP encode, and the stored thumbnail waits for the last batch,
+    It is ready before the batch is written, and the stored thumbnail waits for the last batch,
     so the preview is what keeps encoding off the path from render to screen.
     """
     if max(image.size) > size:

@@ -339,6 +339,16 @@ class Store:
                 raise StoreError(f"unknown individual {individual_id!r}")
             return row
 
+    def get_individuals(self, individual_ids: Sequence[str]) -> dict[str, Individual]:
+        """Many individuals in one query, by id; StoreError names the first one missing."""
+        wanted = list(dict.fromkeys(individual_ids))
+        with self._session() as s:
+            rows = {r.id: r for r in s.scalars(select(Individual).where(Individual.id.in_(wanted)))}
+        for individual_id in wanted:
+            if individual_id not in rows:
+                raise StoreError(f"unknown individual {individual_id!r}")
+        return rows
+
     def lineage(self, individual_id: str, max_depth: int = 8) -> list[list[str]]:
         """Ancestor ids by generation: ``[parents, grandparents, ...]``, each id at its
         nearest depth only; stops early when the ancestry runs out."""

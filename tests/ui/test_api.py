@@ -40,7 +40,7 @@ def test_state_and_thumbnail_files_with_long_cache(client: TestClient, run: dict
     st = _head(client, run)
     thumb = client.get(f"/api/object/{st['snapshot']['thumbs'][0]}")
     full = client.get(f"/api/object/{st['snapshot']['images'][0]}", params={"download": "a b.png"})
-    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert "immutable" in thumb.headers["cache-control"]
     assert full.headers["content-type"] == "image/png" and full.content.startswith(b"\x89PNG")
     assert full.headers["content-disposition"] == 'attachment; filename="ab.png"'
