@@ -6,12 +6,11 @@ and the store add to each generation.
    own threading), in interleaved rounds, median per setup, printed as images/s and as a
    ratio against 1 process spark measured in the same run. The in-process render (same thread count) is the
    floor that process sparks add IPC to.
-2. Overhead per generation: ``Session.evolve`` through a one-spark ``local`` pool, timing the
-   generator's own render, the pool around it, and ``Store.commit_generation`` (object files
-   with fsync + one DB transaction). The same generation's objects are also written with
-   ``ObjectStore.put_many`` (parallel fsyncs) to show the commit with that change.
-   Acceptance: (pool + store) < 10% of the render time. PNG/JPEG encoding and the engine's
-   ask/tell are printed separately.
+2. Overhead per generation: ``Session.evolve`` through a one-spark ``local`` pool. The
+   render is timed inside the spark; everything else on the generation's critical path that
+   is not the GA (the pool, reading the head, encoding and writing the batch still in the
+   writer threads when the last render ends, and the commit transaction) is the overhead.
+   Acceptance: (pool + store) < 10% of the render time.
 
     python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--store-dir DIR]
 """
