@@ -345,12 +345,10 @@ class Session:
                         announce(position, None, thumb_sha)
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
         done = total - sum(len(positions[c.id]) for c in unique)
-        step = max(1, -(-len(unique) // max(1, chunks)))
-        # Two writers: PIL's encoders release the GIL, so batches encode on the other core.
+        # Two writers: PIL's encoders release the GIL, so images encode on the other core.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-writer") as writer:
             writes = []
-            for start in range(0, len(unique), step):
-                part = unique[start : start + step]
+            for part in _batches(unique, chunks):
 
                 def chunk_progress(d: int, _t: int, offset: int = done) -> None:
                     if progress:
@@ -364,7 +362,9 @@ class Session:
                 for c, image in zip(part, rendered, strict=True):
                     for position in positions[c.id]:
                         announce(position, image, None)
-                writes.append(writer.submit(self._store_images, part, rendered))
+                # One job per image: the last batch's encoding, the only part nothing
+                # overlaps, is shared by both writers.
+                writes += [writer.submit(self._store_images, [c], [im]) for c, im in zip(part, rendered, strict=True)]
             for future in writes:
                 stored.update(future.result())
         if progress:
@@ -382,6 +382,21 @@ class Session:
             blobs += [encode_png(image), encode_thumb(image)]
         shas = self.store.objects.put_many(blobs)
         return {c.id: (shas[2 * i], shas[2 * i + 1]) for i, c in enumerate(part)}
+
+
+def _batches(items: Sequence[Candidate], chunks: int) -> list[Sequence[Candidate]]:
+    """Split into up to ``chunks`` render batches, the last one small.
+
+    Whatever the last batch renders is encoded and written after rendering ends, on the way
+    to the commit; earlier batches are written while later ones render. So with several
+    batches the last holds at most two images.
+    """
+    if chunks <= 1 or len(items) <= 2:
+        return [items] if items else []
+    tail = min(2, len(items) - 1)
+    head = items[: len(items) - tail]
+    step = max(1, -(-len(head) // (chunks - 1)))
+    return [head[i : i + step] for i in range(0, len(head), step)] + [items[len(head) :]]
 
 
 __all__ = ["RunSpec", "Session", "SessionError", "StoreError", "generator_target"]
