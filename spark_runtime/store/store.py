@@ -35,8 +35,6 @@ from spark_runtime.store.ratings import (
 )
 from spark_runtime.store.skiplist import skip_generation, walk_to
 
-_TABLES = [m.__table__ for m in (Run, Branch, Snapshot, Individual, Rating)]
-
 
 def _one_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
