@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 # An unrated candidate sits between an explicit 0 ("bad") and a 1: people rate what they like
 # and skip the rest, so skipping must not rank below a thumbs-down.
 UNRATED_FITNESS = 0.5
-PICK_BONUS = 6.0
+# A pick ranks one above the best score: picked candidates are parents first.
+PICK_MARGIN = 1.0
 _COMPARE_SIZE = 64
 
 
@@ -31,7 +32,7 @@ def fitness_from_ratings(n: int, scores: Mapping[int, float], picks: set[int] | 
     values = [float(scores.get(i, UNRATED_FITNESS)) for i in range(n)]
     for i in picks:
         if 0 <= i < n:
-            values[i] = max(values[i], 5.0) + PICK_BONUS - 5.0
+            values[i] = max(values[i], 5.0) + PICK_MARGIN
     return values
 
 

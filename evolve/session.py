@@ -257,7 +257,9 @@ class Session:
         snapshot = self.head()
         for done in range(generations):
             images = [decode(self.store.objects.get(h)) for h in snapshot.images]
-            state = snapshot.settings.get("fitness", {}).get("state", {}) if snapshot.settings.get("fitness", {}).get("spec") == fitness.spec else {}
+            # Stateful fitness (novelty's archive) carries on only from the same fitness.
+            previous = snapshot.settings.get("fitness", {})
+            state = previous.get("state", {}) if previous.get("spec") == fitness.spec else {}
             scores, new_state = fitness.evaluate(images, state)
             self.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
             snapshot = self.evolve(extra={"fitness": {"spec": fitness.spec, "state": new_state}})

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from ui import commands
@@ -20,10 +19,11 @@ DEFAULT_STORE = "imagery-data"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not usage + message
-        self.exit(2, f"imagery: error: {message} (see 'imagery {self.prog.split()[-1]} --help')\n" if " " in self.prog else f"imagery: error: {message}\n")
+        hint = f" (see '{self.prog} --help')" if " " in self.prog else ""
+        self.exit(2, f"imagery: error: {message}{hint}\n")
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new", help="create a run and render generation 0; prints the run id")
     p.add_argument("--generator", default="cppn")
-    p.add_argument("--population", type=_positive_int, default=16)
-    p.add_argument("--size", type=_positive_int, default=256)
-    p.add_argument("--seed", type=_positive_int, default=1)
+    p.add_argument("--population", type=_whole_number, default=16)
+    p.add_argument("--size", type=_whole_number, default=256)
+    p.add_argument("--seed", type=_whole_number, default=1)
     p.add_argument("--name")
     p.add_argument("--strength", type=float, help="mutation strength 0..1")
     p.add_argument("--color", choices=["rgb", "hsv"], help="CPPN colour space")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="headless batch run with an automatic fitness")
     p.add_argument("run")
-    p.add_argument("--generations", type=_positive_int, required=True)
+    p.add_argument("--generations", type=_whole_number, required=True)
     p.add_argument("--fitness", default="novelty", help="novelty | target:IMAGE.png | preference:RUN")
     p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render: local | process:N | ray | ray:ADDRESS (default local, or $IMAGERY_SPARKS)")
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rerender", help="render an exported PNG again from its embedded genome")
     p.add_argument("png")
     p.add_argument("out")
-    p.add_argument("--size", type=_positive_int)
+    p.add_argument("--size", type=_whole_number)
 
     p = sub.add_parser("ui", help="the browser rating UI (default http://127.0.0.1:7860)")
     p.add_argument(
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to listen on; anything but loopback needs --auth or --auth-file",
     )
-    p.add_argument("--port", type=_positive_int, default=7860)
+    p.add_argument("--port", type=_whole_number, default=7860)
     p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render, one spark per browser session: local | process:N | ray | ray:ADDRESS")
     p.add_argument("--auth", metavar="USER:PASS", help="require HTTP basic authentication")
     p.add_argument(
@@ -126,10 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif result is not None:
         print(result)
     return 0
-
-
-def store_path(args: argparse.Namespace) -> Path:
-    return Path(args.store)
 
 
 if __name__ == "__main__":
