@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from deap import base, creator, tools
 
-from spark_runtime.genome_codec import genome_id
+from spark_runtime.genome_codec import Identity, identify
 
 # creator.create writes into DEAP's module globals: do it once, guarded.
 if not hasattr(creator, "ImageryFitness"):
@@ -85,10 +85,13 @@ class Candidate:
     id: str
     genome: dict[str, Any] = field(repr=False)
     parent_ids: tuple[str, ...] = ()
+    # The canonical JSON the id was hashed from, handed on to the store (None: not known).
+    identity: Identity | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, genome: dict[str, Any], parent_ids: Sequence[str] = ()) -> Candidate:
-        return cls(id=genome_id(genome), genome=genome, parent_ids=tuple(parent_ids))
+        identity = identify(genome)
+        return cls(id=identity.id, genome=genome, parent_ids=tuple(parent_ids), identity=identity)
 
 
 def rng_from_state(state: dict[str, Any]) -> np.random.Generator:

@@ -8,23 +8,34 @@ process, and makes the same next generation.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from evolve.engine import Candidate, Engine, EngineError, EngineSettings, rng_from_state
 from evolve.fitness import AutoFitness, fitness_from_ratings
 from imagery import GENERATORS, GeneratorError, check_size
-from spark_runtime.image_codec import decode, encode_png, encode_thumb
+from spark_runtime.image_codec import decode, encode_png, encode_thumb, rgb_pixels
 from spark_runtime.spark import InProcessSpark, Spark, build_generator
 from spark_runtime.store import RatingInput, Store, StoreError
+from spark_runtime.store.objects import StagedObjects
 from spark_runtime.store.ratings import fold_picks, fold_scores
 
+T = TypeVar("T")
 Progress = Callable[[int, int], None]
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+# Writer threads check the genomes against the store for the commit, and encode and stage
+# each rendered batch while the next one renders (the PNG and JPEG encoders release the
+# GIL). One per core the render leaves free, two at most: a writer more than that takes
+# turns on the render's core and slows the render more than it saves. Shared by every
+# session in the process and kept between generations (a thread per generation costs more
+# to start and join than the last batch costs to write).
+_WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, _CORES - 1)), thread_name_prefix="store-writer")
 # on_image(position, image or None, stored thumbnail sha or None)
 OnImage = Callable[[int, Any, str | None], None]
 
@@ -101,6 +112,8 @@ class Session:
         self._generator: Any | None = None
         # The agent (evolve.agent.Agent) screens bred children when attached; None = off.
         self.agent: Any | None = None
+        # (snapshot, candidates) of the generation this session committed last.
+        self._last_commit: tuple[Any, list[Candidate]] | None = None
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -193,7 +206,7 @@ class Session:
         progress: Progress | None = None,
         extra: dict[str, Any] | None = None,
         on_image: OnImage | None = None,
-        chunks: int = 4,
+        chunks: int = 3,
     ) -> Any:
         """Tell the head's ratings (or explicit fitness), render and commit the next generation.
 
@@ -207,16 +220,12 @@ class Session:
             chunks: render calls the new images are split into; each finished batch is
                 encoded and written while the next one renders.
         """
-        head = self.head()
-        if self.agent is None:
-            # Nothing reads the current population's own parents here (elites keep their
-            # stored rows): skip the per-individual lookups ``candidates`` makes.
-            genomes = self.store.genomes(head)
-            candidates = [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
-        else:
-            candidates = self.candidates(head)
-        # One read of the ratings, so the fitness and the consumed ids agree exactly.
-        rows = self.store.ratings(head.id)
+        # One read for the branch head and its ratings, so the fitness and the consumed ids
+        # agree exactly; the population itself usually comes from this session's last commit.
+        self.branch, rows = self.store.head_ratings(self.branch.id)
+        if self.branch.head_snapshot_id is None:
+            raise SessionError(f"branch {self.branch.name!r} has no generations yet")
+        head, candidates = self._head_population(self.branch.head_snapshot_id)
         if fitness is None:
             fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
         settings = settings or self.settings(head)
@@ -245,7 +254,7 @@ class Session:
         settings: EngineSettings | None = None,
         on_image: OnImage | None = None,
         progress: Progress | None = None,
-        chunks: int = 4,
+        chunks: int = 3,
     ) -> Any:
         """``evolve`` for the browser: images announced as each of ``chunks`` batches renders."""
         return self.evolve(settings=settings, progress=progress, on_image=on_image, chunks=chunks)
@@ -281,6 +290,19 @@ class Session:
         return Session(self.store, self.run.id, branch.name, spark=self._spark)
 
     # --- internals ----------------------------------------------------------------------
+    def _head_population(self, snapshot_id: str) -> tuple[Any, list[Candidate]]:
+        """The head snapshot and its candidates: kept from this session's own last commit
+        (snapshots never change, and the id says it is still the head), else read back."""
+        if self._last_commit is not None and self._last_commit[0].id == snapshot_id:
+            return self._last_commit[0], list(self._last_commit[1])
+        head = self.store.get_snapshot(snapshot_id)
+        if self.agent is not None:
+            return head, self.candidates(head)
+        # Nothing reads the current population's own parents here (elites keep their stored
+        # rows): skip the per-individual lookups ``candidates`` makes.
+        genomes = self.store.genomes(head)
+        return head, [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
+
     def _tell(self, engine: Engine, fitness: Sequence[float], head: Any, extra: dict[str, Any]) -> tuple[list[Candidate], dict[str, Any]]:
         """``engine.tell``, screened by the agent when one is attached; its predictions for
         the new generation go into the snapshot settings under ``"agent"``."""
@@ -305,12 +327,21 @@ class Session:
         on_image: OnImage | None = None,
         chunks: int = 2,
     ) -> Any:
-        images, thumbs = self._render(population, parent, progress, on_image, chunks)
-        return self.store.commit_generation(
+        def prepare() -> Any:
+            return self.store.prepare_generation(
+                branch_id=self.branch.id,
+                parent_id=parent.id if parent else None,
+                generation=generation,
+                individuals=[(c.genome, list(c.parent_ids), c.identity) for c in population],
+                consumed_ratings=consumed,
+            )
+
+        images, thumbs, individuals = self._render(_WRITER, population, parent, progress, on_image, chunks, prepare)
+        snapshot = self.store.commit_generation(
             branch_id=self.branch.id,
             parent_id=parent.id if parent else None,
             generation=generation,
-            individuals=[(c.genome, list(c.parent_ids)) for c in population],
+            individuals=individuals,
             images=images,
             thumbs=thumbs,
             rng_state=engine.rng_state,
@@ -318,20 +349,29 @@ class Session:
             consumed_ratings=consumed,
             generator_config=self.run.generator_config,
         )
+        self._last_commit = (snapshot, list(population))
+        return snapshot
 
     def _render(
         self,
+        writer: ThreadPoolExecutor,
         population: Sequence[Candidate],
         parent: Any | None,
         progress: Progress | None,
         on_image: OnImage | None,
         chunks: int,
-    ) -> tuple[list[str], list[str]]:
-        """Render the genomes the parent does not already show; returns (image, thumb) hashes.
+        background: Callable[[], T],
+    ) -> tuple[list[str], list[str], T]:
+        """Render the genomes the parent does not already show.
 
         Elites reuse the parent's objects by hash: nothing is rendered, read or written for
-        them. New images render in ``chunks`` batches; a writer thread encodes and stores each
+        them. New images render in ``chunks`` batches; ``writer`` encodes and stores each
         finished batch while the next renders, so the commit that follows only writes rows.
+        ``background`` (pure Python, so it holds the GIL) goes to the writer after the first
+        batch rather than before it, where it would delay the start of the render.
+
+        Returns:
+            (image hashes, thumbnail hashes, what ``background`` returned).
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
@@ -347,9 +387,9 @@ class Session:
                         announce(position, None, thumb_sha)
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
         done = total - sum(len(positions[c.id]) for c in unique)
-        # Two writers: PIL's encoders release the GIL, so images encode on the other core.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-writer") as writer:
-            writes = []
+        jobs: list[tuple[Future[tuple[dict[str, tuple[str, str]], StagedObjects]], Candidate, Any]] = []
+        side: Future[T] | None = None
+        try:
             for part in _batches(unique, chunks):
 
                 def chunk_progress(d: int, _t: int, offset: int = done) -> None:
@@ -364,26 +404,41 @@ class Session:
                 for c, image in zip(part, rendered, strict=True):
                     for position in positions[c.id]:
                         announce(position, image, None)
-                # One job per image: the last batch's encoding, the only part nothing
-                # overlaps, is shared by both writers.
-                writes += [writer.submit(self._store_images, [c], [im]) for c, im in zip(part, rendered, strict=True)]
-            for future in writes:
-                stored.update(future.result())
+                side = side or writer.submit(background)
+                jobs += [(writer.submit(self._store_images, [c], [im]), c, im) for c, im in zip(part, rendered, strict=True)]
+            # Rendering is over: this thread takes the jobs no writer has started (one job
+            # per image, so the last batch's encoding, which nothing overlaps, is shared).
+            staged = [
+                self._store_images([c], [im]) if future.cancel() else future.result()
+                for future, c, im in reversed(jobs)
+            ]
+            result = background() if side is None else side.result()
+        except BaseException:
+            writes = [future for future, _, _ in jobs if not future.cancel()]
+            wait(writes)
+            self.store.objects.discard([f.result()[1] for f in writes if f.exception() is None])
+            raise
+        # Every batch made durable and put in place with two file-system syncs in all.
+        self.store.objects.publish([batch for _, batch in staged])
+        for shas, _ in staged:
+            stored.update(shas)
         if progress:
             progress(total, total)
-        return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population]
+        return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population], result
 
-    def _store_images(self, part: Sequence[Candidate], images: Sequence[Any]) -> dict[str, tuple[str, str]]:
-        """Encode a rendered batch (PNG + JPEG thumbnail) and write it ahead of the commit.
+    def _store_images(self, part: Sequence[Candidate], images: Sequence[Any]) -> tuple[dict[str, tuple[str, str]], StagedObjects]:
+        """Encode a rendered batch (PNG + JPEG thumbnail) and stage its objects for the commit.
 
         The objects are unreferenced until the snapshot row commits: a crash before that
         leaves only garbage for ``gc``, never a partial generation.
         """
         blobs = []
         for image in images:
-            blobs += [encode_png(image), encode_thumb(image)]
-        shas = self.store.objects.put_many(blobs)
-        return {c.id: (shas[2 * i], shas[2 * i + 1]) for i, c in enumerate(part)}
+            pixels = rgb_pixels(image)  # one conversion for both encoders
+            blobs += [encode_png(pixels), encode_thumb(pixels)]
+        staged = self.store.objects.stage(blobs)
+        shas = staged.shas
+        return {c.id: (shas[2 * i], shas[2 * i + 1]) for i, c in enumerate(part)}, staged
 
 
 def _batches(items: Sequence[Candidate], chunks: int) -> list[Sequence[Candidate]]:

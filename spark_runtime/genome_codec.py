@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 TENSORS_KEY = "tensors"
@@ -59,13 +60,40 @@ def decode(data_json: str, tensor_blob: bytes | None = None) -> dict[str, Any]:
     return genome
 
 
+@dataclass(frozen=True)
+class Identity:
+    """A genome's id and the canonical JSON it was hashed from (see ``identify``): whoever
+    made the id can hand both on, and the store does not encode the genome a second time."""
+
+    id: str
+    json: str
+
+
+def identify(genome: dict[str, Any]) -> Identity:
+    data, tensors = split(genome)
+    text = canonical_json(data)
+    return Identity(_content_hash(text, tensors), text)
+
+
 def genome_id(genome: dict[str, Any]) -> str:
     """Content hash of a genome: sha256 over its canonical JSON and its tensors' bytes."""
+    return identify(genome).id
+
+
+def encode_with_id(genome: dict[str, Any], identity: Identity | None = None) -> tuple[str, str, bytes | None]:
+    """``(genome_id, canonical json, safetensors bytes or None)``; ``identity`` is what
+    ``identify`` returned for this same genome, if the caller has it."""
+    identity = identity or identify(genome)
+    return identity.id, identity.json, encode_tensors(split(genome)[1])
+
+
+def _content_hash(text: str, tensors: dict[str, Any]) -> str:
     import torch
 
-    data, tensors = split(genome)
-    h = hashlib.sha256(canonical_json(data).encode())
+    h = hashlib.sha256(text.encode())
     for name in sorted(tensors):
+        if not isinstance(tensors[name], torch.Tensor):
+            raise TypeError(f"genome tensor {name!r} is not a torch.Tensor")
         t = tensors[name].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         # Raw bytes through a uint8 view: works for every dtype, bfloat16 included.

@@ -18,7 +18,6 @@ reload after Enter shows the new generation once it is stored.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import math
 import queue
@@ -26,11 +25,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from PIL import Image
-
 from evolve.engine import EngineError
 from evolve.session import Session
-from spark_runtime.image_codec import THUMB_SIZE
+from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg
 from ui.handlers import (
     USER_ERRORS,
     Conflict,
@@ -83,7 +80,7 @@ def _settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) 
         raise UIError(str(exc)) from None
 
 
-def start_evolve(wb: Workbench, body: Any, chunks: int = 4) -> Iterator[dict[str, Any]]:
+def start_evolve(wb: Workbench, body: Any, chunks: int = 3) -> Iterator[dict[str, Any]]:
     """Check an evolve request and start rendering; returns the event stream.
 
     Args:
@@ -181,11 +178,7 @@ def preview(image: Any, size: int = THUMB_SIZE) -> str:
     It is ready before the batch is written, and the stored thumbnail waits for the last batch,
     so the preview is what keeps encoding off the path from render to screen.
     """
-    if max(image.size) > size:
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(image, size, quality=85)).decode()
 
 
 def drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -67,23 +67,27 @@ class PreparedIndividual:
 
 
 def individuals(items: Any) -> list[PreparedIndividual]:
-    """Validate ``(genome, parent_ids)`` pairs and encode each genome."""
+    """Validate ``(genome, parent_ids)`` pairs and encode each genome.
+
+    A third element, the ``genome_codec.Identity`` made for that genome, saves encoding it again.
+    """
     if not isinstance(items, Sequence) or not items:
         raise StoreError("a generation needs at least one individual")
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, Sequence) or len(item) != 2:
+        if not isinstance(item, Sequence) or len(item) not in (2, 3):
             raise StoreError(f"individual {i} must be a (genome, parent_ids) pair")
-        genome, parents = item
+        genome, parents, identity = (*item, None)[:3]
         if not isinstance(genome, dict):
             raise StoreError(f"individual {i}: genome must be a dict, got {type(genome).__name__}")
         if isinstance(parents, str) or not isinstance(parents, Sequence):
             raise StoreError(f"individual {i}: parent_ids must be a list of ids")
         if not all(isinstance(p, str) for p in parents):
             raise StoreError(f"individual {i}: parent ids must be strings")
+        if identity is not None and not isinstance(identity, genome_codec.Identity):
+            raise StoreError(f"individual {i}: the third element must be the genome's Identity")
         try:
-            gid = genome_codec.genome_id(genome)
-            genome_json, tensors = genome_codec.encode(genome)
+            gid, genome_json, tensors = genome_codec.encode_with_id(genome, identity)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise StoreError(f"individual {i}: genome cannot be encoded: {exc}") from None
         out.append(PreparedIndividual(gid, genome_json, tensors, list(parents)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,47 @@ def check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
         raise StoreError(f"not an object id (64 lower-case hex digits): {str(sha)[:80]!r}")
     return sha
+
+
+@dataclass
+class StagedObjects:
+    """Blobs written under temp names by ``ObjectStore.stage``: their sha256s in order, and
+    the (temp file, final path) renames ``publish`` still has to make."""
+
+    shas: list[str]
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Random per process (processes on several machines may share the folder), then a counter.
+_TEMP_TOKEN = secrets.token_hex(6)
+_temp_names = itertools.count()
+
+
+def _write_temp(folder: str, data: bytes) -> str:
+    """Write ``data`` to a new temp file in ``folder`` (created if missing); returns its path.
+
+    Cheaper than ``tempfile.mkstemp``: the name is unique from a random per-process token
+    and a counter, so one exclusive create is enough.
+    """
+    name = f"{folder}{os.sep}{_TEMP_PREFIX}{_TEMP_TOKEN}-{next(_temp_names)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(name, flags, 0o644)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        fd = os.open(name, flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+    os.close(fd)
+    return name
 
 
 def _fsync_dir(path: Path) -> None:
@@ -99,6 +142,7 @@ class ObjectStore:
         self._fs: Any | None = None
         if local is not None:
             self.root: Path | str = local
+            self._root_text = str(local)
             self.url = local.absolute().as_uri()
             local.mkdir(parents=True, exist_ok=True)
             return
@@ -138,7 +182,10 @@ class ObjectStore:
 
     def exists(self, sha: str) -> bool:
         if self._fs is None:
-            return self.path(sha).is_file()
+            check_sha(sha)
+            # String paths: a commit checks every image it references, and Path objects
+            # cost more than the stat itself.
+            return os.path.isfile(f"{self._root_text}{os.sep}{sha[:2]}{os.sep}{sha[2:]}")
         return bool(self._fs.isfile(self._key(sha)))
 
     def size(self, sha: str) -> int:
@@ -171,54 +218,81 @@ class ObjectStore:
         """``put`` each blob, as one batch; returns their sha256s in order.
 
         Locally on Linux the batch makes two file-system syncs in all instead of two fsyncs
-        per object: every temp file is written, one ``syncfs`` makes their bytes durable, all
-        are renamed into place, and a second ``syncfs`` makes the names durable. A crash at any
-        point leaves whole objects or stray temp files (swept by ``gc``), never a torn object.
-        Elsewhere the objects are put concurrently, each with its own fsync.
+        per object (see ``stage`` and ``publish``). Elsewhere the objects are put
+        concurrently, each with its own fsync.
+        """
+        staged = self.stage(blobs)
+        self.publish([staged])
+        return staged.shas
+
+    def stage(self, blobs: Sequence[bytes]) -> StagedObjects:
+        """Write blobs under temporary names: neither durable nor visible until ``publish``.
+
+        Several writer threads stage their batches and one ``publish`` makes them all durable
+        with two ``syncfs`` calls: every temp file is written, one sync makes their bytes
+        durable, all are renamed into place, and a second sync makes the names durable. A
+        crash at any point leaves whole objects or stray temp files (swept by ``gc``), never
+        a torn object. Where that path does not apply (no ``syncfs``, a remote store) the
+        blobs are stored at once and ``publish`` has nothing left to do.
         """
         blobs = [self._bytes(b) for b in blobs]
         shas = [hashlib.sha256(b).hexdigest() for b in blobs]
-        if self._fs is None and _SYNCFS is not None and len(blobs) > 1:
-            self._put_local_batch(dict(zip(shas, blobs, strict=True)))
-            return shas
-        if len(blobs) <= 1:
-            return [self.put(b) for b in blobs]
-        with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
-            return list(pool.map(self.put, blobs))
+        if self._fs is not None or _SYNCFS is None:
+            if len(blobs) <= 1:
+                return StagedObjects([self.put(b) for b in blobs], [])
+            with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
+                return StagedObjects(list(pool.map(self.put, blobs)), [])
+        pending: list[tuple[str, str]] = []
+        try:
+            for sha, data in dict(zip(shas, blobs, strict=True)).items():
+                # String paths: Path objects cost more here than the system calls.
+                folder = f"{self._root_text}{os.sep}{sha[:2]}"
+                final = f"{folder}{os.sep}{sha[2:]}"
+                if os.path.isfile(final):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.utime(final)  # keeps it safe from a gc grace period, as put does
+                    if os.path.isfile(final):
+                        continue
+                pending.append((_write_temp(folder, data), final))
+        except BaseException:
+            self.discard([StagedObjects(shas, pending)])
+            raise
+        return StagedObjects(shas, pending)
+
+    def publish(self, batches: Sequence[StagedObjects]) -> None:
+        """Make staged objects durable and visible (two file-system syncs in all)."""
+        pending = [entry for batch in batches for entry in batch.pending]
+        if not pending:
+            return
+        assert isinstance(self.root, Path) and _SYNCFS is not None
+        try:
+            _SYNCFS(self.root)
+            while pending:
+                tmp, final = pending[-1]
+                os.replace(tmp, final)
+                pending.pop()
+            _SYNCFS(self.root)
+        finally:
+            for tmp, _ in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            for batch in batches:
+                batch.pending.clear()
+
+    @staticmethod
+    def discard(batches: Sequence[StagedObjects]) -> None:
+        """Remove the temp files of staged objects that will not be published."""
+        for batch in batches:
+            for tmp, _ in batch.pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            batch.pending.clear()
 
     @staticmethod
     def _bytes(data: Any) -> bytes:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise StoreError(f"object data must be bytes, got {type(data).__name__}")
         return bytes(data)
-
-    def _put_local_batch(self, blobs: dict[str, bytes]) -> None:
-        assert isinstance(self.root, Path) and _SYNCFS is not None
-        pending: list[tuple[str, Path]] = []
-        try:
-            for sha, data in blobs.items():
-                final = self.path(sha)
-                if final.is_file():
-                    with contextlib.suppress(FileNotFoundError):
-                        os.utime(final)  # keeps it safe from a gc grace period, as put does
-                    if final.is_file():
-                        continue
-                final.parent.mkdir(exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=final.parent)
-                pending.append((tmp, final))
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-            if not pending:
-                return
-            _SYNCFS(self.root)
-            for tmp, final in pending:
-                os.replace(tmp, final)
-            pending = []
-            _SYNCFS(self.root)
-        finally:
-            for tmp, _ in pending:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
 
     def _put_local(self, sha: str, data: bytes) -> None:
         final = self.path(sha)

@@ -6,13 +6,15 @@ inconsistent, before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, select
 from sqlmodel import Session
 
-from spark_runtime.store import checks
 from spark_runtime.store.collect import chunks
 from spark_runtime.store.errors import StoreError
 from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
@@ -57,6 +59,41 @@ def skip_node(s: Session, snapshot_id: str) -> Row:
     return row
 
 
+class SkipNode(NamedTuple):
+    id: str
+    generation: int
+    parent_id: str | None
+    skip_id: str | None
+
+
+class SkipNodes:
+    """The skip-walk columns of recent snapshots, kept in memory.
+
+    Safe to cache for good: a snapshot row never changes and is never deleted once
+    committed, and only committed rows enter (read back, or added after a commit lands).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._rows: OrderedDict[str, SkipNode] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, s: Session, snapshot_id: str) -> SkipNode:
+        with self._lock:
+            node = self._rows.get(snapshot_id)
+        if node is None:
+            node = SkipNode(*skip_node(s, snapshot_id))
+            self.add(node)
+        return node
+
+    def add(self, node: SkipNode) -> None:
+        with self._lock:
+            self._rows[node.id] = node
+            self._rows.move_to_end(node.id)
+            while len(self._rows) > self._limit:
+                self._rows.popitem(last=False)
+
+
 def ancestor(s: Session, start: Snapshot, generation: int) -> Snapshot:
     """The full row of ``start``'s ancestor at ``generation`` (O(log n) narrow fetches)."""
     if generation == start.generation:
@@ -77,15 +114,22 @@ def check_branch_free(s: Session, run_id: str, name: str) -> None:
 
 
 def check_parent(
-    s: Session, branch: Branch, parent_id: str | None, generation: int
-) -> Snapshot | None:
+    s: Session,
+    branch: Branch,
+    parent_id: str | None,
+    generation: int,
+    fetch: Callable[[str], Any] | None = None,
+) -> Any:
+    """The parent's skip-walk row (id, generation, parent_id, skip_id), after checking that the
+    branch head is still ``parent_id`` and that ``generation`` follows it; None for a root.
+    ``fetch`` loads that row by id (a cache), by default from the database."""
     if branch.head_snapshot_id != parent_id:
         raise StoreError(f"branch {branch.name!r} moved; reload")
     if parent_id is None:
         if generation != 0:
             raise StoreError(f"generation {generation} needs a parent snapshot")
         return None
-    parent = snapshot(s, parent_id)
+    parent = (fetch or partial(skip_node, s))(parent_id)
     if generation != parent.generation + 1:
         raise StoreError(f"generation {generation} cannot follow generation {parent.generation}")
     return parent
@@ -112,24 +156,12 @@ def individuals(s: Session, ids: Sequence[str], strict: bool = True) -> dict[str
     return rows
 
 
-def insert_individuals(
-    s: Session, prepared: list[checks.PreparedIndividual], tensors: dict[str, str]
-) -> None:
-    ids = {p.id for p in prepared}
-    existing = set(individuals(s, sorted(ids), strict=False))
-    wanted = {q for p in prepared for q in p.parents} - ids
-    known = set(individuals(s, sorted(wanted), strict=False))
-    if wanted - known:
-        raise StoreError(f"parent individual {sorted(wanted - known)[0]!r} is not stored")
-    for p in prepared:
-        if p.id in existing:
-            continue
-        existing.add(p.id)
-        s.add(
-            Individual(
-                id=p.id,
-                genome_json=p.genome_json,
-                tensors_hash=tensors.get(p.id),
-                parents=p.parents,
-            )
-        )
+_INDIVIDUAL = Individual.__table__
+
+
+def existing_individual_ids(s: Session, ids: set[str]) -> set[str]:
+    """Which of ``ids`` are stored: ids only, no genome text loaded."""
+    found: set[str] = set()
+    for part in chunks(sorted(ids)):
+        found.update(s.scalars(select(_INDIVIDUAL.c.id).where(_INDIVIDUAL.c.id.in_(part))))
+    return found

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
 from spark_runtime import genome_codec
-from spark_runtime.store import checks, collect, migrations
+from spark_runtime.store import checks, collect, generations, migrations
 from spark_runtime.store import queries as q
 from spark_runtime.store.engine import make_engines
 from spark_runtime.store.errors import StoreError
+from spark_runtime.store.generations import PreparedGeneration
 from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
 from spark_runtime.store.objects import ObjectStore
 from spark_runtime.store.ratings import (
@@ -33,7 +33,6 @@ from spark_runtime.store.ratings import (
     normalise,
     pair_outcomes,
 )
-from spark_runtime.store.skiplist import skip_generation, walk_to
 
 
 def _one_line(exc: BaseException) -> str:
@@ -55,6 +54,7 @@ class Store:
         self.objects = ObjectStore(self.root / "objects")
         url = db_url or f"sqlite:///{(self.root / 'imagery.db').as_posix()}"
         self._engine, self._write_engine = make_engines(url)
+        self._skip_nodes = q.SkipNodes()
         # A new database is created, and an older one brought up to date, through the
         # migrations (one locked transaction, so stores opened at once do not race).
         with self._engine.connect() as conn:
@@ -190,15 +190,46 @@ class Store:
 
     # Snapshots
 
-    def commit_generation(
+    def prepare_generation(
         self,
         *,
         branch_id: str,
         parent_id: str | None,
         generation: int,
         individuals: Sequence[tuple[dict[str, Any], Sequence[str]]],
-        images: Sequence[bytes],
-        thumbs: Sequence[bytes],
+        consumed_ratings: Sequence[int],
+    ) -> PreparedGeneration:
+        """Check and encode a generation ahead of its commit, without taking the write lock.
+
+        A session runs this while the generation renders, so that ``commit_generation``
+        only has four statements left to run under the lock.
+
+        Raises:
+            StoreError: bad input, a stale branch head, or missing parents or ratings.
+        """
+        prepared = checks.individuals(individuals)
+        generation = checks.integer(generation, "generation", 0)
+        consumed = [checks.integer(r, "consumed rating id") for r in consumed_ratings]
+        with self._session() as s:
+            return generations.prepare(
+                s,
+                branch_id=branch_id,
+                parent_id=parent_id,
+                generation=generation,
+                individuals=prepared,
+                consumed=consumed,
+                nodes=self._skip_nodes,
+            )
+
+    def commit_generation(
+        self,
+        *,
+        branch_id: str,
+        parent_id: str | None,
+        generation: int,
+        individuals: Sequence[tuple[dict[str, Any], Sequence[str]]] | PreparedGeneration,
+        images: Sequence[bytes | str],
+        thumbs: Sequence[bytes | str],
         rng_state: dict[str, Any],
         settings: dict[str, Any],
         consumed_ratings: Sequence[int],
@@ -206,61 +237,48 @@ class Store:
     ) -> Snapshot:
         """Store one generation and move the branch head to it.
 
+        ``individuals`` are ``(genome, parent_ids)`` pairs, or what ``prepare_generation``
+        made of them for the same branch, parent, generation and ratings; ``images`` and
+        ``thumbs`` hold bytes to store or the sha256 of objects stored already.
+
         Raises:
             StoreError: bad input, or the branch head is no longer ``parent_id``.
         """
-        prepared = checks.individuals(individuals)
-        image_blobs = checks.blobs(images, "images", len(prepared))
-        thumb_blobs = checks.blobs(thumbs, "thumbs", len(prepared))
-        generation = checks.integer(generation, "generation", 0)
-        consumed = [checks.integer(r, "consumed rating id") for r in consumed_ratings]
+        if isinstance(individuals, PreparedGeneration):
+            prepared = individuals
+            prepared.check_matches(branch_id, parent_id, generation, consumed_ratings)
+        else:
+            # Also fails early on a stale head, before objects are written that would only
+            # be garbage.
+            prepared = self.prepare_generation(
+                branch_id=branch_id,
+                parent_id=parent_id,
+                generation=generation,
+                individuals=individuals,
+                consumed_ratings=consumed_ratings,
+            )
+        count = len(prepared.individuals)
+        image_blobs = checks.blobs(images, "images", count)
+        thumb_blobs = checks.blobs(thumbs, "thumbs", count)
         snapshot = Snapshot(
+            run_id=prepared.run_id,
             branch_id=branch_id,
             parent_id=parent_id,
-            generation=generation,
-            population=[p.id for p in prepared],
+            skip_id=prepared.skip_id,
+            generation=prepared.generation,
+            population=[p.id for p in prepared.individuals],
             rng_state=checks.json_value(rng_state, "rng_state"),
             settings=checks.json_value(settings, "settings"),
-            consumed_ratings=consumed,
+            consumed_ratings=list(prepared.consumed),
             generator_config=checks.json_value(generator_config, "generator_config"),
         )
-        # Fail early on a stale head, before writing objects that would only become garbage.
-        with self._session() as s:
-            q.check_parent(s, q.branch(s, branch_id), parent_id, generation)
         snapshot.images = self._put_objects(image_blobs, "images")
         snapshot.thumbs = self._put_objects(thumb_blobs, "thumbs")
-        with_tensors = [p for p in prepared if p.tensors]
-        tensors = dict(
-            zip(
-                [p.id for p in with_tensors],
-                self.objects.put_many([p.tensors for p in with_tensors]),
-                strict=True,
-            )
-        )
+        with_tensors = {p.id: p.tensors for p in prepared.individuals if p.tensors}
+        tensors = dict(zip(with_tensors, self.objects.put_many(list(with_tensors.values())), strict=True))
         with self._session(write=True) as s:
-            branch = q.branch(s, branch_id)
-            parent = q.check_parent(s, branch, parent_id, generation)
-            snapshot.run_id = branch.run_id
-            q.check_ratings_exist(s, branch.run_id, consumed)
-            q.insert_individuals(s, prepared, tensors)
-            if parent is not None:
-                target = skip_generation(generation)
-                snapshot.skip_id = walk_to(parent, target, partial(q.skip_node, s)).id
-            s.add(snapshot)
-            s.flush()
-            # The commit point: only lands if nobody moved the head since we read it.
-            head = Branch.head_snapshot_id
-            moved = s.execute(
-                update(Branch)
-                .where(
-                    Branch.id == branch_id,
-                    head.is_(None) if parent_id is None else head == parent_id,
-                )
-                .values(head_snapshot_id=snapshot.id),
-                execution_options={"synchronize_session": False},
-            )
-            if moved.rowcount != 1:
-                raise StoreError(f"branch {branch.name!r} moved; reload")
+            generations.write(s, prepared, snapshot, tensors)
+        self._skip_nodes.add(q.SkipNode(snapshot.id, snapshot.generation, snapshot.parent_id, snapshot.skip_id))
         return snapshot
 
     def _put_objects(self, entries: Sequence[bytes | str], what: str) -> list[str]:
@@ -401,6 +419,15 @@ class Store:
             if session is not None:
                 stmt = stmt.where(Rating.session == session)
             return list(s.scalars(stmt.order_by(Rating.id)))
+
+    def head_ratings(self, branch_id: str) -> tuple[Branch, list[Rating]]:
+        """A branch and the rating events of its head (none without a head), in one read."""
+        with self._session() as s:
+            branch = q.branch(s, branch_id)
+            if branch.head_snapshot_id is None:
+                return branch, []
+            stmt = select(Rating).where(Rating.snapshot_id == branch.head_snapshot_id)
+            return branch, list(s.scalars(stmt.order_by(Rating.id)))
 
     def current_scores(self, snapshot_id: str, session: str | None = None) -> dict[int, float]:
         """Score per position: latest per session, averaged across sessions."""

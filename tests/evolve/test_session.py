@@ -167,3 +167,42 @@ def test_kill_9_mid_run_leaves_a_consistent_store_that_continues(tmp_path: Path)
         assert len(store.genomes(snapshot)) == 8
     session.run_auto(NoveltyFitness(), generations=1)
     assert session.head().generation == head.generation + 1
+
+
+def test_sessions_sharing_a_branch_always_build_on_the_latest_head(tmp_path: Path) -> None:
+    # A session keeps what it committed last; another session moving the head must win.
+    store = Store(tmp_path)
+    first = new_session(store)
+    second = Session(store, first.run.id)
+    a = first.evolve()
+    b = second.evolve()
+    assert b.parent_id == a.id
+    c = first.evolve()
+    assert c.parent_id == b.id and c.generation == 3
+    first.undo()
+    d = first.evolve()
+    assert d.parent_id == b.id
+
+
+def test_a_render_failing_mid_generation_leaves_no_trace(tmp_path: Path) -> None:
+    from imagery import GeneratorError
+
+    store = Store(tmp_path)
+    session = new_session(store)
+    head = session.head()
+    objects = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    real = session.spark.render
+    calls = []
+
+    def failing_second_batch(genomes, size, progress=None):
+        calls.append(len(genomes))
+        if len(calls) == 2:
+            raise GeneratorError("the second batch failed")
+        return real(genomes, size, progress)
+
+    session.spark.render = failing_second_batch  # type: ignore[method-assign]
+    with pytest.raises(SessionError, match="the second batch failed"):
+        session.evolve(fitness=[1.0] * POP)
+    assert session.head().id == head.id
+    # The first batch had been encoded and staged; nothing of it may stay behind.
+    assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects

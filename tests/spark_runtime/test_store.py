@@ -11,7 +11,7 @@ import torch
 from sqlalchemy import create_engine, text
 
 from spark_runtime.store import RatingInput, Store, StoreError
-from spark_runtime.store import store as store_module
+from spark_runtime.store import generations as generations_module
 from spark_runtime.store.skiplist import skip_generation, walk_to
 
 TABLES = ("run", "branch", "snapshot", "individual", "rating")
@@ -195,11 +195,12 @@ def test_crash_inside_the_transaction_leaves_store_as_before(store, monkeypatch)
     g0 = commit(store, main, None, "main")
     before = counts(store)
 
-    def crash(*a, **kw):
-        raise RuntimeError("power cut")
+    class PowerCut:
+        def _execute_on_connection(self, *args, **kwargs):
+            raise RuntimeError("power cut")
 
     # Dies at the head move, after the individual and snapshot rows were inserted.
-    monkeypatch.setattr(store_module, "update", crash)
+    monkeypatch.setattr(generations_module, "_MOVE_HEAD", PowerCut())
     with pytest.raises(RuntimeError, match="power cut"):
         commit(store, main, g0, "main")
     monkeypatch.undo()
@@ -210,6 +211,95 @@ def test_crash_inside_the_transaction_leaves_store_as_before(store, monkeypatch)
     assert after["objects"] > before["objects"]
     store.gc()
     assert counts(store)["objects"] == before["objects"]
+
+
+def _args(branch, parent, genomes):
+    generation = 0 if parent is None else parent.generation + 1
+    return {
+        "branch_id": branch.id,
+        "parent_id": None if parent is None else parent.id,
+        "generation": generation,
+        "individuals": [(g, [] if parent is None else [parent.population[0]]) for g in genomes],
+        "consumed_ratings": [],
+    }
+
+
+def _finish(store, prepared, args, tag):
+    n = len(args["individuals"])
+    return store.commit_generation(
+        **{**args, "individuals": prepared},
+        images=[f"{tag}-{i}".encode() for i in range(n)],
+        thumbs=[f"thumb-{tag}-{i}".encode() for i in range(n)],
+        rng_state={"bit_generator": "PCG64"},
+        settings={},
+        generator_config={},
+    )
+
+
+def test_prepared_generation_commits_like_a_plain_one(store):
+    main = store.get_branch(new_run(store).id)
+    g0 = commit(store, main, None, "main")
+    args = _args(main, g0, [{"tag": "p", "i": 0}, {"tag": "p", "i": 1}])
+    snap = _finish(store, store.prepare_generation(**args), args, "p")
+    assert store.get_branch(main.run_id).head_snapshot_id == snap.id
+    assert store.genomes(snap) == [{"tag": "p", "i": 0}, {"tag": "p", "i": 1}]
+    assert store.snapshot_at(main, 0).id == g0.id
+
+
+def test_prepared_generation_is_refused_for_another_parent_or_ratings(store):
+    main = store.get_branch(new_run(store).id)
+    g0 = commit(store, main, None, "main")
+    args = _args(main, g0, [{"tag": "p"}])
+    prepared = store.prepare_generation(**args)
+    before = counts(store)
+    for change in ({"generation": 2}, {"consumed_ratings": [1]}, {"parent_id": None, "generation": 0}):
+        with pytest.raises(StoreError, match="prepared generation was made for another"):
+            _finish(store, prepared, {**args, **change}, "p")
+    assert counts(store) == before
+
+
+def test_head_moved_after_prepare_is_refused_and_nothing_lands(store):
+    main = store.get_branch(new_run(store).id)
+    g0 = commit(store, main, None, "main")
+    args = _args(main, g0, [{"tag": "late"}])
+    prepared = store.prepare_generation(**args)
+    winner = commit(store, main, g0, "winner")
+    before = counts(store)
+    with pytest.raises(StoreError, match="branch 'main' moved; reload"):
+        _finish(store, prepared, args, "late")
+    after = counts(store)
+    assert {t: after[t] for t in TABLES} == {t: before[t] for t in TABLES}
+    assert store.get_branch(main.run_id).head_snapshot_id == winner.id
+
+
+def test_the_same_new_genome_prepared_on_two_branches_commits_on_both(store):
+    # Each prepare sees the genome as new; the second commit finds it stored by the first
+    # and must neither fail nor store it twice.
+    main = store.get_branch(new_run(store).id)
+    g0 = commit(store, main, None, "main")
+    side = store.fork(g0.id, "side")
+    shared = [{"tag": "shared", "i": 7}]
+    args_main, args_side = _args(main, g0, shared), _args(side, g0, shared)
+    prepared_main = store.prepare_generation(**args_main)
+    prepared_side = store.prepare_generation(**args_side)
+    rows = counts(store)["individual"]
+    a = _finish(store, prepared_main, args_main, "m")
+    b = _finish(store, prepared_side, args_side, "s")
+    assert a.population == b.population
+    assert counts(store)["individual"] == rows + 1
+
+
+def test_identity_from_the_codec_is_used_and_anything_else_refused(store):
+    from spark_runtime.genome_codec import identify
+
+    main = store.get_branch(new_run(store).id)
+    genome = {"tag": "known"}
+    args = {**_args(main, None, [genome]), "individuals": [(genome, [], identify(genome))]}
+    snap = _finish(store, store.prepare_generation(**args), args, "k")
+    assert snap.population == [identify(genome).id]
+    bad = {**args, "individuals": [(genome, [], "not an identity")]}
+    with pytest.raises(StoreError, match="third element must be the genome's Identity"):
+        store.prepare_generation(**bad)
 
 
 # Forks and history
