@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 _FITS_KEPT = 8
+_HISTORIES_KEPT = 8
 
 
 class Agent:
@@ -72,6 +74,8 @@ class Agent:
         self._pending: tuple[str, Fitted] | None = None
         self._rated: dict[str, RatedSnapshot | None] = {}
         self._comparisons: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self._histories: OrderedDict[str, list[Any]] = OrderedDict()
+        self._lock = threading.RLock()
 
     @classmethod
     def for_session(cls, session: Any, config: AgentConfig | None = None) -> Agent:
@@ -96,9 +100,26 @@ class Agent:
 
     # ---- learning -----------------------------------------------------------------------
 
+    def prefit(self, session: Any) -> None:
+        """Fit on the head's ratings now, so that the next ``evolve`` finds the model ready.
+
+        The UI calls this in the background as ratings arrive: the fit then happens while
+        the person is still looking, not between their Enter and the next generation.
+        """
+        # The head read here, not through ``session.head()``, which would also update the
+        # session's branch from this background thread.
+        branch = session.store.get_branch_by_id(session.branch.id)
+        if branch.head_snapshot_id is not None:
+            self.fit(session, session.store.get_snapshot(branch.head_snapshot_id))
+
     def fit(self, session: Any, through: Any | None = None) -> Fitted:
         """The model fitted on the person's ratings of ``through`` (default: the head) and
         the generations before it; with ``scope="run"``, also of the run's other branches."""
+        # One fit at a time: a background prefit and an evolve's hooks share the caches.
+        with self._lock:
+            return self._fit(session, through)
+
+    def _fit(self, session: Any, through: Any | None) -> Fitted:
         through = through or session.head()
         store = session.store
         snapshots, live = self._training_snapshots(session, through)
@@ -132,7 +153,7 @@ class Agent:
         """The snapshots to learn from, oldest first, and the ids of the branch heads among
         them (whose ratings may still change)."""
         store = session.store
-        history = store.history(session.branch)
+        history = self._history(store, session.branch.id)
         ids = [s.id for s in history]
         heads = {s.id for s in history[-1:]}
         if through.id in ids:
@@ -155,6 +176,23 @@ class Agent:
         # Stable order, oldest first, so the window keeps the newest generations.
         ordered = sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
         return ordered, frozenset(h for h in heads if h)
+
+    def _history(self, store: Any, branch_id: str) -> list[Any]:
+        """``store.history`` of a branch, root first, extended from the last one read when the
+        head has only moved on by a generation (snapshots never change: safe to keep)."""
+        head_id = store.get_branch_by_id(branch_id).head_snapshot_id
+        if head_id is None:
+            return []
+        known = self._histories.get(head_id)
+        if known is None:
+            head = store.get_snapshot(head_id)
+            before = self._histories.get(head.parent_id or "")
+            known = [*before, head] if before is not None else store.history(branch_id)
+            self._histories[head_id] = known
+            while len(self._histories) > _HISTORIES_KEPT:
+                self._histories.popitem(last=False)
+        self._histories.move_to_end(head_id)
+        return list(known)
 
     def _fit_for(self, session: Any, head: Any) -> Fitted:
         """The fit for breeding from ``head``, made once per ``evolve`` (its hooks share it)."""
@@ -198,7 +236,7 @@ class Agent:
         0.5 is chance. NaN until the person has chosen something in a generation the agent made.
         """
         hits, count = 0.0, 0
-        history = session.store.history(session.branch)
+        history = self._history(session.store, session.branch.id)
         made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
         live = frozenset(s.id for s in history[-1:])  # the head's ratings may still change
         for snapshot in made[-last:] if last else made:
@@ -291,9 +329,8 @@ class Agent:
 
         def choose(children: Sequence[Candidate], places: int) -> list[int]:
             render = _renderer(session)
-            x = self.features.get(
-                [ch.id for ch in children], [ch.genome for ch in children], render
-            )
+            # By genome, not id: the children passed over never need their content hash.
+            x = self.features.compute([ch.genome for ch in children], render)
             with single_blas_thread():
                 mean, std = fitted.model.predict(x)
             cols = self.features.maker.image_columns(x.shape[1])
@@ -321,7 +358,9 @@ class Agent:
                 beta=c.beta,
                 scale=scale,
             )
-            return [int(pool[i]) for i in chosen]
+            picked = [int(pool[i]) for i in chosen]
+            self.features.put([children[i].id for i in picked], x[picked])
+            return picked
 
         return choose, c.offspring_factor
 
@@ -343,7 +382,13 @@ def _extractor(spec: str) -> Any:
 
 
 def _renderer(session: Any) -> Callable[[Sequence[dict[str, Any]], int], Sequence[Any]]:
+    """The small renderer: pixel arrays straight from an in-process spark that can make them
+    (the same pixels as its images, with no image objects made and read back), else images."""
+    pixels = getattr(session.spark, "render_pixels", None)
+
     def render(genomes: Sequence[dict[str, Any]], size: int) -> Sequence[Any]:
+        if pixels is not None:
+            return pixels(list(genomes), size)
         return session.spark.render(list(genomes), size)
 
     return render

@@ -13,6 +13,7 @@ them by individual id: a content hash, so the same genome always gets the same r
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,33 +22,43 @@ import numpy as np
 from PIL import Image
 
 from evolve.embeddings import EmbeddingExtractor
-from evolve.features import GENOME_FEATURE_NAMES, genome_features, image_features
+from evolve.features import GENOME_FEATURE_NAMES, genome_features, image_features, thumbnails
 
 LAYOUT_GRID = 4
 _CACHE_SIZE = 50_000
 
-# Renders genomes at a small size, one batched call: (genomes, size) -> PIL images.
-Render = Callable[[Sequence[dict[str, Any]], int], Sequence[Image.Image]]
+# Renders genomes at a small size, one batched call: (genomes, size) -> PIL images, or their
+# pixels as one [n, size, size, 3] uint8 array.
+Images = Sequence[Image.Image] | np.ndarray
+Render = Callable[[Sequence[dict[str, Any]], int], Images]
 # Genomes in the order of their ids, or a function that reads them when they are needed.
 GenomeSource = Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]]
 
 
-def layout_features(images: Sequence[Image.Image], grid: int = LAYOUT_GRID) -> np.ndarray:
+def layout_features(images: Sequence[Image.Image] | np.ndarray, grid: int = LAYOUT_GRID) -> np.ndarray:
     """Mean colour (0..1) of each cell of a ``grid`` x ``grid`` layout, then their squares.
+
+    ``images`` are PIL images, or ``[n, s, s, 3]`` uint8 pixels (``features.thumbnails``).
 
     Returns:
         ``float64`` ``[len(images), 2 * 3 * grid * grid]``.
     """
-    if not images:
+    if len(images) == 0:
         return np.zeros((0, 6 * grid * grid))
-    cells = []
-    for img in images:
-        rgb = img if img.mode == "RGB" else img.convert("RGB")
-        # BOX averages every pixel of a cell exactly, so the result barely depends on the
-        # resolution the picture was rendered at.
-        small = rgb.resize((grid, grid), Image.Resampling.BOX)
-        cells.append(np.asarray(small, dtype=np.float64).reshape(-1) / 255.0)
-    x = np.stack(cells)
+    if isinstance(images, np.ndarray) and images.shape[1] % grid == 0 and images.shape[2] % grid == 0:
+        # Whole pixels per cell: the cell means of the whole batch in one reduction.
+        n, h, w, _ = images.shape
+        cells = images.reshape(n, grid, h // grid, grid, w // grid, 3).mean(axis=(2, 4), dtype=np.float64)
+        x = cells.reshape(n, -1) / 255.0
+    else:
+        rows = []
+        for img in images if not isinstance(images, np.ndarray) else map(Image.fromarray, images):
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            # BOX averages every pixel of a cell, so the result barely depends on the
+            # resolution the picture was rendered at.
+            small = rgb.resize((grid, grid), Image.Resampling.BOX)
+            rows.append(np.asarray(small, dtype=np.float64).reshape(-1) / 255.0)
+        x = np.stack(rows)
     return np.concatenate([x, x * x], axis=1)
 
 
@@ -82,18 +93,21 @@ class FeatureMaker:
             parts.append("genome")
         return "+".join(parts)
 
-    def image_part(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def image_part(self, images: Images) -> np.ndarray:
         """Rows of the image-only features (statistics and layout)."""
         if self.extractor is None:
+            images = thumbnails(images, self.size)  # converted once for both kinds of features
             stats = image_features(images, size=self.size)
         else:
+            if isinstance(images, np.ndarray):  # extractors take images
+                images = [Image.fromarray(pixels, "RGB") for pixels in images]
             stats = np.asarray(self.extractor(images), dtype=np.float64)
         parts = [stats]
         if self.layout:
             parts.append(layout_features(images, self.layout))
         return np.concatenate(parts, axis=1)
 
-    def rows(self, images: Sequence[Image.Image], genomes: Sequence[dict[str, Any]]) -> np.ndarray:
+    def rows(self, images: Images, genomes: Sequence[dict[str, Any]]) -> np.ndarray:
         """Full feature rows: the image part, then the genome summary if enabled."""
         x = self.image_part(images)
         if self.genome:
@@ -119,9 +133,12 @@ class FeatureCache:
         self.maker = maker
         self.capacity = capacity
         self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Shared by the agents of every tab on a run, whose fits may run at once.
+        self._lock = threading.RLock()
 
     def __contains__(self, individual_id: str) -> bool:
-        return individual_id in self._rows
+        with self._lock:
+            return individual_id in self._rows
 
     def fill(
         self,
@@ -136,6 +153,10 @@ class FeatureCache:
                 so a warm cache never reads genomes from the store).
             render: the small renderer.
         """
+        with self._lock:
+            self._fill(wanted, render)
+
+    def _fill(self, wanted: Sequence[tuple[Sequence[str], GenomeSource]], render: Render) -> None:
         todo: dict[str, dict[str, Any]] = {}
         for ids, genomes in wanted:
             if all(key in self._rows or key in todo for key in ids):
@@ -154,11 +175,27 @@ class FeatureCache:
         while len(self._rows) > self.capacity:
             self._rows.popitem(last=False)
 
+    def compute(self, genomes: Sequence[dict[str, Any]], render: Render) -> np.ndarray:
+        """Rows for genomes with no id yet (bred children), with one batched render; not kept
+        (``put`` the ones that turn out to matter)."""
+        if not genomes:
+            return np.zeros((0, 0))
+        return self.maker.rows(render(list(genomes), self.maker.size), genomes)
+
+    def put(self, ids: Sequence[str], rows: np.ndarray) -> None:
+        with self._lock:
+            for key, row in zip(ids, rows, strict=True):
+                self._rows[key] = row
+                self._rows.move_to_end(key)
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+
     def get(self, ids: Sequence[str], genomes: GenomeSource, render: Render) -> np.ndarray:
         """Rows for ``ids`` in order, rendering the missing ones first (see ``fill``)."""
-        self.fill([(ids, genomes)], render)
-        out = []
-        for key in ids:
-            self._rows.move_to_end(key)
-            out.append(self._rows[key])
+        with self._lock:
+            self._fill([(ids, genomes)], render)
+            out = []
+            for key in ids:
+                self._rows.move_to_end(key)
+                out.append(self._rows[key])
         return np.stack(out) if out else np.zeros((0, 0))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -78,20 +78,56 @@ class EngineSettings:
         return EngineSettings.from_dict({**self.to_dict(), **changes})
 
 
-@dataclass(frozen=True)
 class Candidate:
-    """One member of a population: its genome, its content id and who it came from."""
+    """One member of a population: its genome, its content id and who it came from.
 
-    id: str
-    genome: dict[str, Any] = field(repr=False)
-    parent_ids: tuple[str, ...] = ()
-    # The canonical JSON the id was hashed from, handed on to the store (None: not known).
-    identity: Identity | None = field(default=None, repr=False, compare=False)
+    The id of a bred child is worked out on first use: with an agent screening, most
+    children are passed over unseen and never need one.
+    """
+
+    __slots__ = ("_id", "_identity", "genome", "parent_ids")
+
+    def __init__(
+        self,
+        id: str | None = None,
+        genome: dict[str, Any] | None = None,
+        parent_ids: Sequence[str] = (),
+        identity: Identity | None = None,
+    ) -> None:
+        if genome is None:
+            raise TypeError("a candidate needs a genome")
+        self.genome = genome
+        self.parent_ids = tuple(parent_ids)
+        self._identity = identity
+        self._id = identity.id if identity is not None and id is None else id
 
     @classmethod
     def of(cls, genome: dict[str, Any], parent_ids: Sequence[str] = ()) -> Candidate:
-        identity = identify(genome)
-        return cls(id=identity.id, genome=genome, parent_ids=tuple(parent_ids), identity=identity)
+        return cls(genome=genome, parent_ids=parent_ids)
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._identity = identify(self.genome)
+            self._id = self._identity.id
+        return self._id
+
+    @property
+    def identity(self) -> Identity | None:
+        """The canonical JSON the id was hashed from, for the store (None: not known here)."""
+        _ = self.id  # works both out if not known yet
+        return self._identity
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Candidate):
+            return NotImplemented
+        return (self.id, self.parent_ids) == (other.id, other.parent_ids) and self.genome == other.genome
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.parent_ids))
+
+    def __repr__(self) -> str:
+        return f"Candidate(id={self.id[:12]!r}, parent_ids={self.parent_ids!r})"
 
 
 def rng_from_state(state: dict[str, Any]) -> np.random.Generator:

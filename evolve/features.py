@@ -38,13 +38,13 @@ FEATURE_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def image_features(images: Sequence[Image.Image], size: int = THUMB_SIZE) -> np.ndarray:
+def image_features(images: Sequence[Image.Image] | np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
     """Feature vectors of a batch of images, one row per image, columns as ``FEATURE_NAMES``.
 
     Args:
         images: PIL images of any mode and size; each is converted to RGB and resized to a
             ``size`` x ``size`` thumbnail first (aspect ratio is not kept: the statistics are
-            about the whole frame).
+            about the whole frame). Or those thumbnails already, from ``thumbnails``.
         size: thumbnail edge in pixels (a multiple of 8, at least 16).
 
     Returns:
@@ -58,7 +58,7 @@ def image_features(images: Sequence[Image.Image], size: int = THUMB_SIZE) -> np.
     if len(images) == 0:
         return np.zeros((0, len(FEATURE_NAMES)))
     # Channel-first and flat per channel: every reduction below runs over contiguous memory.
-    x = np.stack([_thumbnail(img, size) for img in images]).transpose(0, 3, 1, 2)
+    x = thumbnails(images, size).transpose(0, 3, 1, 2)
     x = x.reshape(len(images), 3, size * size).astype(np.float32, order="C") / 255.0
     luma = np.einsum("c,ncp->np", np.array([0.299, 0.587, 0.114], dtype=np.float32), x)
     hist = _histogram(luma)
@@ -77,6 +77,16 @@ def image_features(images: Sequence[Image.Image], size: int = THUMB_SIZE) -> np.
     ]
     out = np.concatenate(cols, axis=1).astype(np.float64)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def thumbnails(images: Sequence[Image.Image] | np.ndarray, size: int) -> np.ndarray:
+    """``[n, size, size, 3]`` uint8 pixels of a batch of images; an array already in that
+    shape is passed through (a caller computing several features converts once)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected [n, {size}, {size}, 3] uint8 pixels, got {images.dtype} {images.shape}")
+        return images
+    return np.stack([_thumbnail(img, size) for img in images])
 
 
 def _thumbnail(img: Any, size: int) -> np.ndarray:

@@ -129,6 +129,16 @@ class CPPN:
         progress: ProgressCallback | None = None,
     ) -> list[Image.Image]:
         """Render the whole batch in one torch computation; RGB images of ``size`` x ``size``."""
+        return [Image.fromarray(pixels, "RGB") for pixels in self.render_pixels(genomes, size, progress)]
+
+    def render_pixels(
+        self,
+        genomes: Sequence[Genome],
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """``render`` as one ``[n, size, size, 3]`` uint8 array, for callers that compute on
+        the pixels (the agent's small renders): no image objects made and read back."""
         check_size(size)
         for genome in genomes:
             cppn_genome.validate(genome)
@@ -142,6 +152,6 @@ class CPPN:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
             raise GeneratorError("CPPN config asks for device 'cuda' but no CUDA GPU is available")
-        return cppn_render.render(
+        return cppn_render.render_pixels(
             list(genomes), size, self.settings.color, torch.device(device), progress
         )

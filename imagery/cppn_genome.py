@@ -16,7 +16,9 @@ genome is a feed-forward network by construction.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -53,6 +55,13 @@ LOCKABLE = ("topology", "weights", "activations", "color")
 
 def _bad(message: str) -> GeneratorError:
     return GeneratorError(f"invalid CPPN genome: {message}")
+
+
+def _in_range(value: Any) -> bool:
+    """Whether a gene value is a plain finite number within the weight limit (the fast test
+    ``_validate`` runs on every gene before it words an error with ``_number``)."""
+    kind = type(value)
+    return (kind is float or kind is int) and -WEIGHT_LIMIT <= value <= WEIGHT_LIMIT
 
 
 def _number(value: Any, what: str) -> float:
@@ -107,7 +116,8 @@ def _validate(genome: Any) -> None:
             raise _bad(f"node {i} has a missing or repeated id")
         if node.get("act") not in ACTIVATIONS:
             raise _bad(f"node {nid} has unknown activation {node.get('act')!r}")
-        _number(node.get("bias"), f"bias of node {nid}")
+        if not _in_range(node.get("bias")):
+            _number(node.get("bias"), f"bias of node {nid}")
         position[nid] = i
     if [n["id"] for n in nodes[-len(OUTPUT_IDS) :]] != list(OUTPUT_IDS):
         raise _bad(f"the last nodes must be the outputs {list(OUTPUT_IDS)}")
@@ -125,7 +135,8 @@ def _validate(genome: Any) -> None:
         if (src, dst) in seen:
             raise _bad(f"link {src}->{dst} appears twice")
         seen.add((src, dst))
-        _number(link.get("weight"), f"weight of link {src}->{dst}")
+        if not _in_range(link.get("weight")):
+            _number(link.get("weight"), f"weight of link {src}->{dst}")
         if not isinstance(link.get("enabled"), bool):
             raise _bad(f"link {src}->{dst} needs a boolean 'enabled'")
 
@@ -206,7 +217,14 @@ def _open_to(dst: int, locks: frozenset[str], group: str) -> bool:
     return "color" not in locks if dst in OUTPUT_IDS else group not in locks
 
 
+# Each candidate list below has a fast path for the common case of no locks, where every
+# gene is open: it is rebuilt for every operator a mutation applies, several times a child.
+
+
 def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int]]:
+    if not locks:
+        genes = [("link", i) for i, link in enumerate(g["links"]) if link["enabled"]]
+        return genes + [("node", i) for i in range(len(g["nodes"]))]
     genes = [
         ("link", i)
         for i, link in enumerate(g["links"])
@@ -220,6 +238,8 @@ def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int
 def _split_candidates(g: Genome, locks: frozenset[str], max_nodes: int) -> list[int]:
     if "topology" in locks or len(g["nodes"]) - len(OUTPUT_IDS) >= max_nodes:
         return []
+    if not locks:
+        return [i for i, link in enumerate(g["links"]) if link["enabled"]]
     return [
         i
         for i, link in enumerate(g["links"])
@@ -246,6 +266,12 @@ def _link_count(g: Genome, locks: frozenset[str]) -> int:
     """``len(_link_candidates(g, locks))`` without building the list."""
     if "topology" in locks:
         return 0
+    if not locks:
+        hidden = len(g["nodes"]) - len(OUTPUT_IDS)
+        # Node j of the hidden ones may take links from the inputs and the j hidden before
+        # it; each output from the inputs and every hidden node.
+        count = sum(len(INPUT_IDS) + j for j in range(hidden)) + len(OUTPUT_IDS) * (len(INPUT_IDS) + hidden)
+        return count - sum(1 for link in g["links"] if link["enabled"])
     count, sources = 0, len(INPUT_IDS)
     open_dst: set[int] = set()
     for n in g["nodes"]:
@@ -258,6 +284,8 @@ def _link_count(g: Genome, locks: frozenset[str]) -> int:
 
 
 def _activation_candidates(g: Genome, locks: frozenset[str]) -> list[int]:
+    if not locks:
+        return list(range(len(g["nodes"])))
     return [i for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "activations")]
 
 
@@ -265,7 +293,10 @@ def _perturb(
     g: Genome, rng: np.random.Generator, genes: list[tuple[str, int]], strength: float
 ) -> None:
     sigma = 0.15 + 1.1 * strength
-    chosen = [gene for gene in genes if rng.random() < 0.15 + 0.6 * strength] or [_pick(rng, genes)]
+    # One draw per gene, all at once: the same stream as a draw per gene in turn.
+    draws = rng.random(len(genes)).tolist()
+    share = 0.15 + 0.6 * strength
+    chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < share] or [_pick(rng, genes)]
     for kind, i in chosen:
         target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
         old = target[key]
@@ -320,37 +351,84 @@ def mutate(
     locks = check_locks(locks)
     g = _copy(genome)
     for _ in range(1 + int(rng.binomial(3, strength))):
-        possible = {
-            "perturb": _perturb_candidates(g, locks),
-            "add_node": _split_candidates(g, locks, max_nodes),
-            # Listing every new link is quadratic: count them here, list only when chosen.
-            "add_link": _link_count(g, locks),
-            "change_activation": _activation_candidates(g, locks),
-        }
+        # Which operators can apply is all the draw needs: only the chosen one's
+        # candidates are listed (listing every possible new link is quadratic).
+        possible = _operator_counts(g, locks, max_nodes)
         names = [name for name in OPERATORS if possible[name]]
         if not names:
             break
-        weights = np.array([OPERATORS[name] for name in names])
-        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        name = names[_weighted_index(rng, [OPERATORS[name] for name in names])]
         if name == "perturb":
-            _perturb(g, rng, possible[name], strength)
+            _perturb(g, rng, _perturb_candidates(g, locks), strength)
         elif name == "add_node":
-            _split(g, rng, _pick(rng, possible[name]))
+            _split(g, rng, _pick(rng, _split_candidates(g, locks, max_nodes)))
         elif name == "add_link":
-            _add_link(g, rng, _pick(rng, _link_candidates(g, locks)))
+            _add_link(g, rng, _nth_link_candidate(g, locks, int(rng.integers(possible[name]))))
         else:
-            _change_activation(g, rng, _pick(rng, possible[name]))
+            _change_activation(g, rng, _pick(rng, _activation_candidates(g, locks)))
     return _trust(g)
+
+
+def _weighted_index(rng: np.random.Generator, weights: list[float]) -> int:
+    """``rng.choice(len(weights), p=normalised weights)`` without its overhead: the same single
+    uniform draw against the same cumulative sums, so the same answer and the same stream."""
+    total = 0.0
+    for w in weights:
+        total += w
+    cdf, running = [], 0.0
+    for w in weights:
+        running += w / total
+        cdf.append(running)
+    u = rng.random()
+    return bisect.bisect_right([c / cdf[-1] for c in cdf], u)
+
+
+def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[int, int]:
+    """``_link_candidates(g, locks)[index]``, found without listing every candidate."""
+    taken: dict[int, set[int]] = {}
+    for link in g["links"]:
+        if link["enabled"]:
+            taken.setdefault(link["dst"], set()).add(link["src"])
+    sources = list(INPUT_IDS)  # the nodes before the current one that may feed it
+    for node in g["nodes"]:
+        dst = node["id"]
+        if _open_to(dst, locks, "topology"):
+            into = taken.get(dst, set())
+            count = len(sources) - len(into)
+            if index < count:
+                free = (src for src in sources if src not in into)
+                return next(itertools.islice(free, index, None)), dst
+            index -= count
+        if dst not in OUTPUT_IDS:
+            sources.append(dst)
+    raise IndexError("link candidate index out of range")
+
+
+def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int) -> dict[str, int]:
+    """How many candidates each operator has (0: it cannot apply)."""
+    if locks:
+        return {
+            "perturb": len(_perturb_candidates(g, locks)),
+            "add_node": len(_split_candidates(g, locks, max_nodes)),
+            "add_link": _link_count(g, locks),
+            "change_activation": len(_activation_candidates(g, locks)),
+        }
+    enabled = sum(1 for link in g["links"] if link["enabled"])
+    room = len(g["nodes"]) - len(OUTPUT_IDS) < max_nodes
+    return {
+        "perturb": enabled + len(g["nodes"]),
+        "add_node": enabled if room else 0,
+        "add_link": _link_count(g, locks),
+        "change_activation": len(g["nodes"]),
+    }
 
 
 # --- crossover ----------------------------------------------------------------------------
 
 
-def _reaches(links: list[dict[str, Any]], start: int, goal: int) -> bool:
-    """Whether a path of links leads from ``start`` to ``goal``."""
-    out: dict[int, list[int]] = {}
-    for link in links:
-        out.setdefault(link["src"], []).append(link["dst"])
+def _reaches(out: dict[int, list[int]], start: int, goal: int) -> bool:
+    """Whether a path of links leads from ``start`` to ``goal``; ``out`` lists each node's
+    link targets."""
     stack, seen = [start], {start}
     while stack:
         node = stack.pop()
@@ -411,15 +489,19 @@ def crossover(a: Genome, b: Genome, rng: np.random.Generator, max_nodes: int = 6
     for link in a["links"]:
         other = b_links.pop((link["src"], link["dst"]), None)
         links.append(dict(other if other is not None and rng.random() < 0.5 else link))
+    targets: dict[int, list[int]] = {}  # kept up to date as links join: no rebuild per test
+    for link in links:
+        targets.setdefault(link["src"], []).append(link["dst"])
     for (src, dst), link in b_links.items():
         joins = rng.random() < 0.5
         if (
             joins
             and (src in nodes or src in INPUT_IDS)
             and dst in nodes
-            and not _reaches(links, dst, src)
+            and not _reaches(targets, dst, src)
         ):
             links.append(dict(link))
+            targets.setdefault(src, []).append(dst)
     # Drop b's nodes that ended up feeding nothing: they would only cost render time.
     while True:
         feeding = {link["src"] for link in links if link["enabled"]}

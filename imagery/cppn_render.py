@@ -20,6 +20,7 @@ pixel's value depend on where it sits in the tensor.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -98,21 +99,37 @@ def _depths(genome: Genome, incoming: dict[int, list[tuple[int, float]]]) -> dic
     return depth
 
 
-def _layer(start: int, members: list, incoming: list, row: dict, device: torch.device) -> _Layer:
-    """Build one layer from (activation index, genome, node order, node) members."""
-    members = sorted(members, key=lambda m: m[:3])  # by activation: one block per function
-    links = []
+def _layer(start: int, members: list, incoming: list, rows: list, device: torch.device) -> _Layer:
+    """Build one layer from (activation index, genome, node order, node) members; ``rows[b]``
+    maps genome ``b``'s node ids to their rows and gains this layer's."""
+    # By activation, so each function is one block; (activation, genome, node order) is
+    # unique, so the tuples sort without ever comparing their node dicts.
+    members = sorted(members)
+    links, sources_of, weights_of = [], [], []
     for i, (_, b, _, node) in enumerate(members):
-        row[b, node["id"]] = start + i
-        links.append(incoming[b].get(node["id"], []))
-    by_fan = sorted(range(len(members)), key=lambda i: -len(links[i]))  # stable
-    counts = [sum(len(lk) > k for lk in links) for k in range(max(map(len, links), default=0))]
-    sources, weights = [], []
-    for k, count in enumerate(counts):
-        for i in by_fan[:count]:
-            src, weight = links[i][k]
-            sources.append(row[members[i][1], src])
-            weights.append(weight)
+        genome_rows = rows[b]
+        genome_rows[node["id"]] = start + i
+        into = incoming[b].get(node["id"], ())
+        links.append(into)
+        sources_of.append([genome_rows[src] for src, _ in into])
+        weights_of.append([w for _, w in into])
+    fan_of = [-len(lk) for lk in links]
+    by_fan = sorted(range(len(members)), key=fan_of.__getitem__)  # most links first, stable
+    fans = [-fan_of[i] for i in by_fan]  # descending
+    counts, remaining = [], len(fans)
+    for k in range(fans[0] if fans else 0):
+        while fans[remaining - 1] <= k:  # rows with more than k links: a prefix of by_fan
+            remaining -= 1
+        counts.append(remaining)
+    # Term-major: term 0 of every row (in fan-in order), then term 1, ...: rows listed one
+    # after another, then stably sorted by term number.
+    fan_sizes = np.asarray(fans, dtype=np.int64)
+    starts = np.cumsum(fan_sizes) - fan_sizes
+    terms = np.arange(int(fan_sizes.sum())) - np.repeat(starts, fan_sizes)  # k of each link
+    term_major = np.argsort(terms, kind="stable")
+    chain = itertools.chain.from_iterable
+    sources = np.array(list(chain(sources_of[i] for i in by_fan)), dtype=np.int64)[term_major]
+    weights = np.array(list(chain(weights_of[i] for i in by_fan)), dtype=np.float64)[term_major]
     order = np.empty(len(members), np.int64)
     order[by_fan] = np.arange(len(members))
     groups: list[tuple[str, int, int]] = []
@@ -126,8 +143,8 @@ def _layer(start: int, members: list, incoming: list, row: dict, device: torch.d
         start=start,
         size=len(members),
         counts=counts,
-        sources=torch.tensor(sources, dtype=torch.int64, device=device),
-        weights=torch.tensor(weights, dtype=torch.float32, device=device).view(-1, 1),
+        sources=torch.from_numpy(sources).to(device),
+        weights=torch.from_numpy(weights.astype(np.float32)).to(device).view(-1, 1),
         bias=torch.tensor(bias, dtype=torch.float32, device=device),
         order=torch.from_numpy(order).to(device),
         groups=groups,
@@ -143,12 +160,12 @@ def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
         for order, node in enumerate(genome["nodes"]):
             level = depth.get(node["id"], levels) - 1
             members[level].append((ACTIVATIONS.index(node["act"]), b, order, node))
-    row = {(b, nid): nid for b in range(len(genomes)) for nid in INPUT_IDS}
+    rows = [{nid: nid for nid in INPUT_IDS} for _ in genomes]
     layers, start = [], len(INPUT_IDS)
     for level in members:
-        layers.append(_layer(start, level, incoming, row, device))
+        layers.append(_layer(start, level, incoming, rows, device))
         start += len(level)
-    outputs = [row[b, out] for out in OUTPUT_IDS for b in range(len(genomes))]
+    outputs = [rows[b][out] for out in OUTPUT_IDS for b in range(len(genomes))]
     return _Packed(start, layers, torch.tensor(outputs, device=device))
 
 
@@ -245,8 +262,19 @@ def render(
     progress: ProgressCallback | None = None,
 ) -> list[Image.Image]:
     """Render validated genomes to ``size`` x ``size`` RGB images in one batched computation."""
+    return [Image.fromarray(image, "RGB") for image in render_pixels(genomes, size, color, device, progress)]
+
+
+def render_pixels(
+    genomes: Sequence[Genome],
+    size: int,
+    color: str,
+    device: torch.device,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """``render`` as one ``[n, size, size, 3]`` uint8 array: no image objects made."""
     if not genomes:
-        return []
+        return np.zeros((0, size, size, 3), np.uint8)
     quiet = _one_intra_op_thread() if device.type == "cpu" else contextlib.nullcontext()
     with torch.no_grad(), quiet:
         return _render(genomes, size, color, device, progress)
@@ -258,7 +286,7 @@ def _render(
     color: str,
     device: torch.device,
     progress: ProgressCallback | None,
-) -> list[Image.Image]:
+) -> np.ndarray:
     batch = len(genomes)
     packed = _pack(genomes, device)
     pixels = size * size
@@ -274,5 +302,4 @@ def _render(
         result[:, start : start + chunk] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
         if progress is not None:
             progress(batch * (step + 1) // steps, batch)
-    images = result[:, :pixels].reshape(batch, size, size, 3).numpy()
-    return [Image.fromarray(image, "RGB") for image in images]
+    return result[:, :pixels].reshape(batch, size, size, 3).numpy()

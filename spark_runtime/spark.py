@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
 ProgressCallback = Callable[[int, int], None]
@@ -78,6 +79,20 @@ class InProcessSpark:
         if len(images) != len(genomes):
             raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
         return images
+
+    def render_pixels(self, genomes: Sequence[dict[str, Any]], size: int) -> np.ndarray:
+        """The batch as one ``[n, size, size, 3]`` uint8 array (the generator's own, when it
+        can render to an array directly)."""
+        direct = getattr(self.generator, "render_pixels", None)
+        if direct is not None:
+            pixels = direct(list(genomes), size)
+            if len(pixels) != len(genomes):
+                raise SparkError(f"generator returned {len(pixels)} images for {len(genomes)} genomes")
+            return pixels
+        images = self.render(genomes, size)
+        if not images:
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
 
     def close(self) -> None:
         self._generator = None

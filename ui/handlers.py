@@ -8,12 +8,14 @@ checks it, and either returns plain JSON-like output or raises a one-line error 
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from evolve.agent import AGENT_SESSION, Agent, AgentConfig
@@ -27,6 +29,8 @@ from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.ratings import fold_picks, fold_scores
 from ui.agent_view import DEFAULT_K, screening
 from ui.refs import RefError, check_name
+
+log = logging.getLogger(__name__)
 
 
 class UIError(SessionError):
@@ -121,6 +125,9 @@ class Workbench:
         self._agents: dict[tuple[str, str, str], Agent] = {}
         self._features: dict[str, Any] = {}  # run id -> the agents' shared FeatureCache
         self._decisions: dict[tuple[str, str], list[float]] = {}
+        # Background fits of the agents as ratings arrive (one at a time, coalesced per tab).
+        self._prefits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-prefit")
+        self._prefit_queued: set[tuple[str, str, str]] = set()
 
     def spark(self, run: Any) -> InProcessSpark:
         """One spark per run keeps its generator (and a model, if any) loaded between calls."""
@@ -172,6 +179,35 @@ class Workbench:
                 self._agents[key] = found
             return found
 
+    def prefit(self, tab: str, snapshot_id: str) -> None:
+        """Refit, in the background, the agents of the tab's sessions whose head was rated.
+
+        The fit then happens while the person is still looking at the grid, and their Enter
+        finds the model ready. A fit already queued for a session covers the new ratings too.
+        """
+        with self.lock:
+            targets = [
+                (key, built)
+                for key, built in self._sessions.items()
+                if key[2] == tab
+                and built.agent is not None
+                and built.branch.head_snapshot_id == snapshot_id
+                and key not in self._prefit_queued
+            ]
+            self._prefit_queued.update(key for key, _ in targets)
+        for key, built in targets:
+            self._prefits.submit(self._prefit, key, built)
+
+    def _prefit(self, key: tuple[str, str, str], session: Session) -> None:
+        with self.lock:
+            self._prefit_queued.discard(key)
+        agent = session.agent
+        try:
+            if agent is not None:
+                agent.prefit(session)
+        except Exception:  # only saves time: the evolve fits again and reports any error
+            log.debug("background agent fit failed", exc_info=True)
+
     def set_agent(self, session: Session, k: int) -> None:
         """Screen ``k`` times more children through the tab's agent; 0 turns the first pass off."""
         agent = self.agent(session)
@@ -216,6 +252,10 @@ class _SerialSpark(InProcessSpark):
     ) -> list[Any]:
         with self._render_lock:
             return super().render(genomes, size, progress=progress)
+
+    def render_pixels(self, genomes: Sequence[dict[str, Any]], size: int) -> Any:
+        with self._render_lock:
+            return super().render_pixels(genomes, size)
 
 
 def session_stats(times: Sequence[float]) -> dict[str, Any]:
@@ -367,6 +407,7 @@ def rate(wb: Workbench, body: Any) -> dict[str, Any]:
             RatingInput(kind=kind, position=ev.get("position"), value=value, other_position=other)
         )
     rows = wb.store.add_ratings(snapshot, parsed, session=tab)
+    wb.prefit(tab, snapshot)
     times = wb.record(rows[0].run_id, tab, [r.created_at.timestamp() for r in rows])
     return {"stored": len(rows), "stats": session_stats(times)}
 

@@ -131,3 +131,20 @@ def test_screen_that_returns_wrong_count_is_an_error():
     engine.ask()
     with pytest.raises(EngineError, match="distinct"):
         engine.tell([1.0] * 12, screen=lambda children, places: [0] * places, offspring_factor=2)
+
+
+def test_a_bred_childs_id_is_worked_out_once_and_only_when_asked() -> None:
+    from spark_runtime.genome_codec import genome_id, identify
+
+    genome = {"v": 2.5, "w": [1, 2]}
+    child = Candidate.of(genome, ("p1",))
+    assert child._id is None  # nothing hashed yet: a screened-out child never is
+    assert child.id == genome_id(genome)
+    assert child.identity == identify(genome)
+    assert child == Candidate(id=child.id, genome=dict(genome), parent_ids=("p1",))
+    assert child != Candidate.of(genome, ("p2",))
+    assert len({child, Candidate.of(genome, ("p1",))}) == 1
+    known = Candidate(id="stored-id", genome=genome)
+    assert known.id == "stored-id" and known.identity is None
+    with pytest.raises(TypeError, match="needs a genome"):
+        Candidate(id="x")

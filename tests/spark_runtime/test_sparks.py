@@ -270,3 +270,18 @@ def test_cli_bad_sparks_is_one_line_and_changes_nothing(tmp_path, capsys):
     assert err == "imagery: error: bad --sparks 'gpu:9': use local, process:N or ray[:ADDRESS]\n"
     assert cli.main(["--store", store, "status", "r", "--json"]) == 0
     assert '"generations": 1' in capsys.readouterr().out
+
+
+def test_render_pixels_are_the_images_pixels_with_or_without_the_generators_own():
+    import numpy as np
+
+    cppn = InProcessSpark("imagery.cppn:CPPN", {})
+    genomes = cppn.generator.random(np.random.default_rng(4), 3)
+    images = cppn.render(genomes, 24)
+    pixels = cppn.render_pixels(genomes, 24)
+    assert pixels.shape == (3, 24, 24, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels, np.stack([np.asarray(im) for im in images]))
+    assert cppn.render_pixels([], 24).shape == (0, 24, 24, 3)
+    fake = InProcessSpark(FAKE, {})  # no render_pixels of its own: made from its images
+    assert not hasattr(fake.generator, "render_pixels")
+    assert np.array_equal(fake.render_pixels(fake_genomes(2), 16), np.stack([np.asarray(im) for im in fake.render(fake_genomes(2), 16)]))

@@ -89,6 +89,31 @@ def test_score_bands_put_the_uncertainty_on_the_score_scale() -> None:
     assert score_bands([1.0, 2.0], [0.0, 1.0], [float("nan"), 1.0]) is None
 
 
+def test_ratings_refit_the_agent_in_the_background_so_enter_finds_it_ready(
+    wb: handlers.Workbench, run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evolve import agent as agent_module
+
+    fits = []
+    real = agent_module.agent_data.fit
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        fits.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agent_module.agent_data, "fit", counting)
+    snap = _head(wb, run)["snapshot"]["id"]
+    _rate(wb, snap, {"position": 1, "kind": "score", "value": 5}, {"position": 3, "kind": "score", "value": 1})
+    wb._prefits.submit(lambda: None).result()  # the background fit has run
+    assert len(fits) == 1
+    _evolve(wb, run)
+    assert len(fits) == 1  # the evolve used the fit made while the person was rating
+    # A rating on a generation that is not a head of this tab's sessions fits nothing.
+    _rate(wb, snap, {"position": 0, "kind": "score", "value": 2})
+    wb._prefits.submit(lambda: None).result()
+    assert len(fits) == 1
+
+
 # --- predictions and agreement ---------------------------------------------------------------
 def test_predictions_and_agreement_follow_the_persons_choices(
     wb: handlers.Workbench, run: dict[str, Any], store: Store
