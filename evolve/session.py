@@ -325,7 +325,7 @@ class Session:
         extra: dict[str, Any],
         progress: Progress | None,
         on_image: OnImage | None = None,
-        chunks: int = 2,
+        chunks: int = 3,
     ) -> Any:
         def prepare() -> Any:
             return self.store.prepare_generation(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imagery import cppn_genome
+from imagery import cppn_genome, cppn_mutation
 from imagery.protocol import GeneratorError, Genome, ProgressCallback, check_size
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -116,7 +116,7 @@ class CPPN:
         locks: Iterable[str] = frozenset(),
     ) -> Genome:
         """A mutated copy; ``strength`` 0..1 scales how much changes, ``locks`` freeze gene groups."""
-        return cppn_genome.mutate(genome, rng, strength, locks, self.settings.max_nodes)
+        return cppn_mutation.mutate(genome, rng, strength, locks, self.settings.max_nodes)
 
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> Genome:
         """A child with ``a``'s structure, shared genes from either parent and some of ``b``'s own."""

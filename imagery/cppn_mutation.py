@@ -1,0 +1,243 @@
+"""CPPN mutation: Picbreeder's operators, drawn with their weights, within the gene locks.
+
+Kept apart from ``cppn_genome`` (the genome's structure, validation, random genomes and
+crossover). Each candidate list here has a fast path for the common case of no locks, and
+only the chosen operator's candidates are ever listed: ``mutate`` runs k times per child
+when the agent screens, so these lists are built tens of thousands of times a session.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from imagery.cppn_genome import (
+    ACTIVATIONS,
+    INPUT_IDS,
+    OPERATORS,
+    OUTPUT_IDS,
+    _copy,
+    _fresh_id,
+    _gene,
+    _pick,
+    _trust,
+    _weight,
+    check_locks,
+    validate,
+)
+from imagery.protocol import GeneratorError, Genome
+
+
+def _open_to(dst: int, locks: frozenset[str], group: str) -> bool:
+    """Whether genes owned by node ``dst`` may change: outputs are 'color', hidden ``group``."""
+    return "color" not in locks if dst in OUTPUT_IDS else group not in locks
+
+
+# Each candidate list below has a fast path for the common case of no locks, where every
+# gene is open: it is rebuilt for every operator a mutation applies, several times a child.
+
+
+def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int]]:
+    if not locks:
+        genes = [("link", i) for i, link in enumerate(g["links"]) if link["enabled"]]
+        return genes + [("node", i) for i in range(len(g["nodes"]))]
+    genes = [
+        ("link", i)
+        for i, link in enumerate(g["links"])
+        if link["enabled"] and _open_to(link["dst"], locks, "weights")
+    ]
+    return genes + [
+        ("node", i) for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "weights")
+    ]
+
+
+def _split_candidates(g: Genome, locks: frozenset[str], max_nodes: int) -> list[int]:
+    if "topology" in locks or len(g["nodes"]) - len(OUTPUT_IDS) >= max_nodes:
+        return []
+    if not locks:
+        return [i for i, link in enumerate(g["links"]) if link["enabled"]]
+    return [
+        i
+        for i, link in enumerate(g["links"])
+        if link["enabled"] and _open_to(link["dst"], locks, "topology")
+    ]
+
+
+def _link_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[int, int]]:
+    if "topology" in locks:
+        return []
+    enabled = {(link["src"], link["dst"]) for link in g["links"] if link["enabled"]}
+    order = list(INPUT_IDS) + [n["id"] for n in g["nodes"]]
+    pairs = []
+    for j, dst in enumerate(order[len(INPUT_IDS) :], start=len(INPUT_IDS)):
+        if not _open_to(dst, locks, "topology"):
+            continue
+        pairs += [
+            (src, dst) for src in order[:j] if src not in OUTPUT_IDS and (src, dst) not in enabled
+        ]
+    return pairs
+
+
+def _link_count(g: Genome, locks: frozenset[str]) -> int:
+    """``len(_link_candidates(g, locks))`` without building the list."""
+    if "topology" in locks:
+        return 0
+    if not locks:
+        hidden = len(g["nodes"]) - len(OUTPUT_IDS)
+        # Node j of the hidden ones may take links from the inputs and the j hidden before
+        # it; each output from the inputs and every hidden node.
+        count = sum(len(INPUT_IDS) + j for j in range(hidden)) + len(OUTPUT_IDS) * (len(INPUT_IDS) + hidden)
+        return count - sum(1 for link in g["links"] if link["enabled"])
+    count, sources = 0, len(INPUT_IDS)
+    open_dst: set[int] = set()
+    for n in g["nodes"]:
+        if _open_to(n["id"], locks, "topology"):
+            count += sources
+            open_dst.add(n["id"])
+        if n["id"] not in OUTPUT_IDS:
+            sources += 1
+    return count - sum(1 for link in g["links"] if link["enabled"] and link["dst"] in open_dst)
+
+
+def _activation_candidates(g: Genome, locks: frozenset[str]) -> list[int]:
+    if not locks:
+        return list(range(len(g["nodes"])))
+    return [i for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "activations")]
+
+
+def _perturb(
+    g: Genome, rng: np.random.Generator, genes: list[tuple[str, int]], strength: float
+) -> None:
+    sigma = 0.15 + 1.1 * strength
+    # One draw per gene, all at once: the same stream as a draw per gene in turn.
+    draws = rng.random(len(genes)).tolist()
+    share = 0.15 + 0.6 * strength
+    chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < share] or [_pick(rng, genes)]
+    for kind, i in chosen:
+        target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
+        old = target[key]
+        while target[key] == old:  # a step lost to clipping is drawn again
+            target[key] = _gene(old + rng.normal(0.0, sigma))
+
+
+def _split(g: Genome, rng: np.random.Generator, link_index: int) -> None:
+    old = g["links"][link_index]
+    old["enabled"] = False
+    new_id = _fresh_id(rng, {n["id"] for n in g["nodes"]})
+    act = _pick(rng, list(ACTIVATIONS))
+    # Just before the old target (outputs stay last) keeps the order topological (src < new < dst).
+    first = OUTPUT_IDS[0] if old["dst"] in OUTPUT_IDS else old["dst"]
+    at = next(i for i, n in enumerate(g["nodes"]) if n["id"] == first)
+    g["nodes"].insert(at, {"id": new_id, "act": act, "bias": 0.0})
+    g["links"].append({"src": old["src"], "dst": new_id, "weight": 1.0, "enabled": True})
+    g["links"].append({"src": new_id, "dst": old["dst"], "weight": old["weight"], "enabled": True})
+
+
+def _add_link(g: Genome, rng: np.random.Generator, pair: tuple[int, int]) -> None:
+    src, dst = pair
+    for link in g["links"]:
+        if (link["src"], link["dst"]) == pair:  # re-enable, with its old weight, a link a
+            link["enabled"] = True  # split turned off: the weight is not this operator's to change
+            return
+    g["links"].append({"src": src, "dst": dst, "weight": _weight(rng), "enabled": True})
+
+
+def _change_activation(g: Genome, rng: np.random.Generator, node_index: int) -> None:
+    node = g["nodes"][node_index]
+    node["act"] = _pick(rng, [a for a in ACTIVATIONS if a != node["act"]])
+
+
+def mutate(
+    genome: Genome,
+    rng: np.random.Generator,
+    strength: float,
+    locks: Iterable[str] = (),
+    max_nodes: int = 64,
+) -> Genome:
+    """Return a mutated copy: 1 to 4 operator applications, more and bigger as strength grows.
+
+    Operators are drawn with Picbreeder's weights (``OPERATORS``) among those the locks and
+    the ``max_nodes`` cap leave possible. A locked gene group is never touched.
+    """
+    validate(genome)
+    if isinstance(strength, bool) or not isinstance(strength, int | float):
+        strength = math.nan  # fails the range check below with the value in the message
+    if not 0.0 <= strength <= 1.0:
+        raise GeneratorError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
+    locks = check_locks(locks)
+    g = _copy(genome)
+    for _ in range(1 + int(rng.binomial(3, strength))):
+        # Which operators can apply is all the draw needs: only the chosen one's
+        # candidates are listed (listing every possible new link is quadratic).
+        possible = _operator_counts(g, locks, max_nodes)
+        names = [name for name in OPERATORS if possible[name]]
+        if not names:
+            break
+        name = names[_weighted_index(rng, [OPERATORS[name] for name in names])]
+        if name == "perturb":
+            _perturb(g, rng, _perturb_candidates(g, locks), strength)
+        elif name == "add_node":
+            _split(g, rng, _pick(rng, _split_candidates(g, locks, max_nodes)))
+        elif name == "add_link":
+            _add_link(g, rng, _nth_link_candidate(g, locks, int(rng.integers(possible[name]))))
+        else:
+            _change_activation(g, rng, _pick(rng, _activation_candidates(g, locks)))
+    return _trust(g)
+
+
+def _weighted_index(rng: np.random.Generator, weights: list[float]) -> int:
+    """``rng.choice(len(weights), p=normalised weights)`` without its overhead: the same single
+    uniform draw against the same cumulative sums, so the same answer and the same stream."""
+    total = 0.0
+    for w in weights:
+        total += w
+    cdf, running = [], 0.0
+    for w in weights:
+        running += w / total
+        cdf.append(running)
+    u = rng.random()
+    return bisect.bisect_right([c / cdf[-1] for c in cdf], u)
+
+
+def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[int, int]:
+    """``_link_candidates(g, locks)[index]``, found without listing every candidate."""
+    taken: dict[int, set[int]] = {}
+    for link in g["links"]:
+        if link["enabled"]:
+            taken.setdefault(link["dst"], set()).add(link["src"])
+    sources = list(INPUT_IDS)  # the nodes before the current one that may feed it
+    for node in g["nodes"]:
+        dst = node["id"]
+        if _open_to(dst, locks, "topology"):
+            into = taken.get(dst, set())
+            count = len(sources) - len(into)
+            if index < count:
+                free = (src for src in sources if src not in into)
+                return next(itertools.islice(free, index, None)), dst
+            index -= count
+        if dst not in OUTPUT_IDS:
+            sources.append(dst)
+    raise IndexError("link candidate index out of range")
+
+
+def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int) -> dict[str, int]:
+    """How many candidates each operator has (0: it cannot apply)."""
+    if locks:
+        return {
+            "perturb": len(_perturb_candidates(g, locks)),
+            "add_node": len(_split_candidates(g, locks, max_nodes)),
+            "add_link": _link_count(g, locks),
+            "change_activation": len(_activation_candidates(g, locks)),
+        }
+    enabled = sum(1 for link in g["links"] if link["enabled"])
+    room = len(g["nodes"]) - len(OUTPUT_IDS) < max_nodes
+    return {
+        "perturb": enabled + len(g["nodes"]),
+        "add_node": enabled if room else 0,
+        "add_link": _link_count(g, locks),
+        "change_activation": len(g["nodes"]),
+    }
