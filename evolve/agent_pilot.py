@@ -23,7 +23,11 @@ Progress = Callable[[int, int], None]
 
 
 def autopilot(
-    session: Any, generations: int, progress: Progress | None = None, agent: Agent | None = None
+    session: Any,
+    generations: int,
+    progress: Progress | None = None,
+    agent: Agent | None = None,
+    settings: Any | None = None,
 ) -> Any:
     """Let the agent evolve ``generations`` generations on its own, then hand back.
 
@@ -38,6 +42,8 @@ def autopilot(
         generations: how many generations to make (>= 1).
         progress: called as ``progress(done, generations)`` after each.
         agent: the agent to use (default the session's, else a new default one).
+        settings: engine settings for every generation it makes (the person's mutation
+            strength and gene locks); default those of each head.
 
     Returns:
         The new head snapshot.
@@ -73,7 +79,7 @@ def autopilot(
             ]
             if events:
                 session.store.add_ratings(head.id, events, session=AGENT_SESSION)
-            session.evolve()
+            session.evolve(settings=settings)
             if progress:
                 progress(done + 1, generations)
     finally:

@@ -41,7 +41,7 @@ from ui.handlers import (
     text,
     whole,
 )
-from ui.live import END, agent_k, claim_branch, drain, one_line
+from ui.live import END, agent_k, claim_branch, drain, evolve_settings, one_line
 
 log = logging.getLogger(__name__)
 MAX_AUTOPILOT = 100
@@ -197,8 +197,9 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
     """Check an autopilot request and start it on a worker thread; returns the event stream.
 
     Args:
-        body: ``{"run", "branch", "session", "parent", "generations": 1..100, "agent"?}``;
-            ``parent`` is the head the tab shows (as for evolve); ``agent`` its k setting.
+        body: ``{"run", "branch", "session", "parent", "generations": 1..100, "strength"?,
+            "locks"?, "agent"?}``; ``parent`` is the head the tab shows (as for evolve),
+            ``strength`` and ``locks`` apply to every generation, ``agent`` is its k setting.
             With the first pass off the agent still drives, with the k it had last.
 
     Raises:
@@ -214,6 +215,7 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
         )
     generations = whole(body, "generations", 1, MAX_AUTOPILOT)
     k = agent_k(body)
+    settings = evolve_settings(wb, session, head, body)  # the tab's strength and locks
     branch_id = session.branch.id
     claim_branch(wb, branch_id)
     if k is not None:
@@ -222,7 +224,7 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
     events: queue.Queue[Any] = queue.Queue()
     worker = threading.Thread(
         target=_fly,
-        args=(wb, session, pilot, generations, branch_id, events),
+        args=(wb, session, pilot, generations, settings, branch_id, events),
         daemon=True,
         name="imagery-autopilot",
     )
@@ -236,6 +238,7 @@ def _fly(
     session: Session,
     pilot: Agent,
     generations: int,
+    settings: Any,
     branch_id: str,
     events: queue.Queue[Any],
 ) -> None:
@@ -253,7 +256,7 @@ def _fly(
 
     final: dict[str, Any]
     try:
-        snap = autopilot(session, generations, progress=progress, agent=pilot)
+        snap = autopilot(session, generations, progress=progress, agent=pilot, settings=settings)
         final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
     except USER_ERRORS as exc:
         final = {"type": "error", "message": one_line(exc)}

@@ -50,7 +50,9 @@ def one_line(exc: BaseException) -> str:
     return message.splitlines()[0] if message else type(exc).__name__
 
 
-def _settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) -> Any:
+def evolve_settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) -> Any:
+    """The head's engine settings with the tab's mutation strength and gene locks applied;
+    a bad value is a one-line UIError."""
     settings = session.settings(head)
     changes: dict[str, Any] = {}
     strength = body.get("strength")
@@ -101,7 +103,7 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 3) -> Iterator[dict[str
         raise Conflict(
             f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
         )
-    settings = _settings(wb, session, head, body)
+    settings = evolve_settings(wb, session, head, body)
     k = agent_k(body)
     branch_id = session.branch.id
     claim_branch(wb, branch_id)

@@ -280,6 +280,23 @@ def test_autopilot_with_a_bad_n_stores_nothing(
     assert counts() == before and not wb.busy
 
 
+def test_autopilot_uses_the_tabs_mutation_strength_and_locks(
+    wb: handlers.Workbench, run: dict[str, Any], store: Store, counts: Any
+) -> None:
+    head = _head(wb, run)["snapshot"]["id"]
+    before = counts()
+    for bad, message in (({"strength": 1.5}, "mutation strength"), ({"locks": ["tails"]}, "cannot lock 'tails'")):
+        with pytest.raises(UIError, match=message):
+            agent_handlers.start_autopilot(wb, _q(run, parent=head, generations=2, **bad))
+    assert counts() == before and not wb.busy
+    body = _q(run, parent=head, generations=2, strength=0.8, locks=["color"])
+    assert [e["type"] for e in agent_handlers.start_autopilot(wb, body)][-1] == "done"
+    branch = store.get_branch(run["run"])
+    for generation in (1, 2):
+        engine = store.snapshot_at(branch, generation).settings["engine"]
+        assert engine["mutation_strength"] == 0.8 and engine["locks"] == ["color"]
+
+
 def test_autopilot_refuses_a_stale_or_busy_branch(
     wb: handlers.Workbench, run: dict[str, Any], store: Store, counts: Any
 ) -> None:

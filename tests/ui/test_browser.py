@@ -284,8 +284,11 @@ def test_agent_predictions_pairwise_keys_and_autopilot(tabs: Any, live: Any) -> 
     assert row_counts(live.root) == before
     field.fill("2")
     tab.page.evaluate("() => document.activeElement.blur()")
+    tab.keys("=", "=")  # the exploration slider: the autopilot's generations use it too
+    strength = tab.page.evaluate("() => window.Imagery.debug().strength")
     tab.keys("a")
     tab.generation_shown(4)
     assert "autopilot made 2 generation(s)" in tab.page.locator(".im-message").inner_text()
     head = live.store.get_snapshot(live.store.get_branch(run).head_snapshot_id)
     assert head.generation == 4 and tab.saved()["snapshot"] == head.id
+    assert head.settings["engine"]["mutation_strength"] == pytest.approx(strength)

@@ -11,7 +11,7 @@
   const S = sessionStorage;
   const K_CHOICES = [0, 2, 4, 8];
 
-  window.ImageryAgent = ({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session }) => {
+  window.ImageryAgent = ({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings }) => {
     const stored = S.getItem("imagery.agentK");
     ui.agentK = stored == null ? 4 : Number(stored);
     ui.predict = S.getItem("imagery.predict") === "1";
@@ -200,7 +200,7 @@
       await outbox.idle();
       try {
         const response = await fetch("/api/autopilot", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, generations: n, agent: ui.agentK }) });
+          body: JSON.stringify({ session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, generations: n, ...evolveSettings(), agent: ui.agentK }) });
         if (!response.ok) {
           const data = await response.json().catch(() => ({}));
           throw new Error(data.error || `autopilot failed (${response.status})`);
@@ -259,6 +259,8 @@
         onchange: (e) => { setK(Number(e.target.value)); focusGrid(); } },
         ...choices.map((k) => h("option", { value: String(k), selected: k === ui.agentK }, k ? `k=${k}` : "off")));
       const n = h("input", { class: "im-autopilot-n", type: "text", inputmode: "numeric", size: "3", value: ui.autopilotN, "aria-label": "autopilot generations", title: "how many generations the autopilot makes (1–100)",
+        // Kept as typed: the controls are rebuilt when other settings change (the slider).
+        oninput: (e) => { ui.autopilotN = e.target.value; S.setItem("imagery.autopilotN", e.target.value); },
         onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); focusGrid(); autopilot(); } } });
       return [h("label", { class: "im-agentctl" }, "agent first pass ", select),
         h("span", { class: "im-agentctl" }, n, h("button", { class: "im-btn", tabindex: "-1", onclick: () => { autopilot(); focusGrid(); } }, "autopilot", h("kbd", {}, "a")))];

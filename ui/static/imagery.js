@@ -50,6 +50,8 @@
   let outbox = null; // built in mount(): outbox.js may load after this file
   let panels = null; // likewise panels.js
   let agent = null; // and agent.js
+  // The exploration slider and the gene locks, as evolve and the autopilot both send them.
+  const evolveSettings = () => ({ strength: ui.strength, locks: panels.checkedLocks() });
 
   // --- layout ------------------------------------------------------------------------------
   function mount(element) {
@@ -69,7 +71,7 @@
         if (refused && batch && ui.st && batch[0].snapshot === ui.st.snapshot.id) refresh();
       },
     });
-    agent = window.ImageryAgent({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session });
+    agent = window.ImageryAgent({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings });
     panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent });
     root.replaceChildren();
     const els = ui.els;
@@ -337,7 +339,7 @@
     agent.cancel();
     progress(0, st.snapshot.thumbs.length, "saving ratings…");
     await outbox.idle();
-    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, strength: ui.strength, locks: panels.checkedLocks(), agent: ui.agentK };
+    const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, ...evolveSettings(), agent: ui.agentK };
     try {
       const response = await fetch("/api/evolve", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       if (!response.ok) {
@@ -491,6 +493,6 @@
   window.Imagery = {
     mount,
     open: (run, branch) => { if (panels) panels.closeOverlay(); open(run, branch || "main"); },
-    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, errors: [...ui.errors], scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), perf: ui.perf, agent: agent.debug() }),
+    debug: () => ({ session, st: ui.st, focus: ui.focus, cols: ui.cols, errors: [...ui.errors], scores: { ...ui.scores }, picks: [...ui.picks], unsaved: outbox.items.length, rendering: Boolean(ui.rendering), strength: ui.strength, perf: ui.perf, agent: agent.debug() }),
   };
 })();
