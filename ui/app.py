@@ -302,8 +302,10 @@ def serve(
     app = build_app(store, credentials, host, port, sparks=session_sparks)
     shown = f"[{host}]" if ":" in host else host
     print(f"imagery UI on http://{shown}:{port}  (store {store_root}; Ctrl+C stops)", flush=True)
+    inner = app.app if isinstance(app, api.BasicAuth) else app
     try:
         uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning")
     finally:
+        inner.state.workbench.close()  # background fits end before the store closes
         session_sparks.close()
         store.close()

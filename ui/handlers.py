@@ -179,6 +179,10 @@ class Workbench:
                 self._agents[key] = found
             return found
 
+    def close(self) -> None:
+        """Stop the background fits (one already running finishes; queued ones are dropped)."""
+        self._prefits.shutdown(wait=True, cancel_futures=True)
+
     def prefit(self, tab: str, snapshot_id: str) -> None:
         """Refit, in the background, the agents of the tab's sessions whose head was rated.
 

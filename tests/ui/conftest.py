@@ -43,8 +43,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def wb(store: Store) -> handlers.Workbench:
-    return handlers.Workbench(store)
+def wb(store: Store) -> Iterator[handlers.Workbench]:
+    bench = handlers.Workbench(store)
+    yield bench
+    bench.close()
 
 
 @pytest.fixture
