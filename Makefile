@@ -41,7 +41,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
-# Each prints a ratio against a reference measured in the same run (see bench/README.md).
+# Each prints a ratio against a reference measured in the same run (see each script's docstring).
 bench: $(STAMP) system-deps
 	$(PY) bench/cppn_render.py
 	$(PY) bench/fork.py

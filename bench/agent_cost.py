@@ -18,7 +18,7 @@ and so varies with their complexity.
 Usage::
 
     python bench/agent_cost.py [--population 16] [--size 256] [--k 4]
-                               [--warmup 15] [--generations 20] [--threads 1] [--fit-at-enter]
+                               [--warmup 15] [--generations 30] [--threads 1] [--fit-at-enter]
 """
 
 from __future__ import annotations
@@ -182,8 +182,8 @@ def main() -> None:
     )
     if not args.fit_at_enter:
         print(
-            f"had the fit waited for Enter: {(agent_only + median['prefit'] + breeding) / base:.3f} "
-            "with the extra breeding"
+            f"estimate had the fit waited for Enter (the prefit time added; --fit-at-enter measures it): "
+            f"{(agent_only + median['prefit'] + breeding) / base:.3f} with the extra breeding"
         )
     # The two runs drift apart (the agent's run breeds other, often bigger, genomes), so also
     # against its own generation less what the agent added: the same pictures without it.

@@ -16,14 +16,13 @@ and the store add to each generation.
    the median over generations of the per-generation ratio, with its quartiles, and the
    render time inside the generation beside the reference. Acceptance: < 10% of the render.
 
-    python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--generations 25]
-                           [--store-dir DIR] [--skip-throughput]
+    python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--generations 25] [--chunks 3]
+                           [--spark local process] [--store-dir DIR] [--skip-throughput]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -34,19 +33,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from evolve.session import RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
 from spark_runtime.process_spark import ProcessSpark  # noqa: E402
 from spark_runtime.spark import InProcessSpark, build_generator  # noqa: E402
+from spark_runtime.sparks import cores  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 
 CPPN = "imagery.cppn:CPPN"
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def throughput(genomes: list[dict], size: int, repeats: int) -> None:
@@ -182,7 +177,6 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9, help="throughput rounds")
     parser.add_argument("--generations", type=int, default=25, help="generations timed for the overhead")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     parser.add_argument("--chunks", type=int, default=3, help="render batches per generation")
     parser.add_argument(
         "--spark", nargs="+", choices=["local", "process"], default=["local", "process"],
@@ -191,13 +185,10 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true", help="only the overhead part")
     parser.add_argument("--store-dir", help="where the benchmark store goes (default: system temp)")
     args = parser.parse_args()
-    # One thread by default: the same per-spark budget as the process sparks, and the
-    # shortest render, so the overhead ratio is measured at its least flattering.
-    torch.set_num_threads(args.threads)
     generator = build_generator(CPPN, {})
     genomes = generator.random(np.random.default_rng(0), args.population)
     print(
-        f"sparks benchmark on {cores()} CPU core(s), torch CPU, {args.threads} thread(s) in-process"
+        f"sparks benchmark on {cores()} CPU core(s), torch CPU (the CPPN renderer runs one thread per spark)"
     )
     if not args.skip_throughput:
         throughput(genomes, args.size, args.repeats)

@@ -48,7 +48,6 @@ __all__ = [
     "autopilot",
 ]
 
-Progress = Callable[[int, int], None]
 _FITS_KEPT = 8
 _HISTORIES_KEPT = 8
 
@@ -90,6 +89,10 @@ class Agent:
         same = ("feature_size", "extractor", "layout", "genome")
         shared = all(getattr(config, f) == getattr(self.config, f) for f in same)
         other = Agent(config, self.features if shared else None)
+        # What it read from the store does not depend on the settings: shared, with the lock
+        # that guards it (the autopilot's copy and a background prefit may run at once).
+        other._lock, other._rated, other._histories = self._lock, self._rated, self._histories
+        other._comparisons = self._comparisons
         if shared and (config.l2, config.history, config.scope) == (
             self.config.l2,
             self.config.history,

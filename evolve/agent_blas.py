@@ -6,9 +6,9 @@ a busy machine (the renderer, a browser, other processes) a fit slowed down four
 measurements. ``single_blas_thread()`` pins BLAS to one thread for the duration of a block and
 puts the old setting back.
 
-It uses ``threadpoolctl`` when that is installed; otherwise it calls the thread setters of the
-OpenBLAS that numpy wheels bundle, found next to numpy. When neither is there (another BLAS,
-an unusual build), it does nothing: the result is the same, only slower.
+It calls the thread setters of the OpenBLAS that numpy wheels bundle, found next to numpy
+once, on first use. Where there is none (another BLAS, an unusual build), it does nothing:
+the result is the same, only slower.
 """
 
 from __future__ import annotations
@@ -50,14 +50,6 @@ def _bundled_openblas() -> list[tuple[Callable[[], int], Callable[[int], None]]]
 @contextlib.contextmanager
 def single_blas_thread() -> Iterator[None]:
     """Run the block with one BLAS thread, restoring the previous count afterwards."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-        return
     global _setters
     if _setters is None:
         _setters = _bundled_openblas()

@@ -136,10 +136,6 @@ class FeatureCache:
         # Shared by the agents of every tab on a run, whose fits may run at once.
         self._lock = threading.RLock()
 
-    def __contains__(self, individual_id: str) -> bool:
-        with self._lock:
-            return individual_id in self._rows
-
     def fill(
         self,
         wanted: Sequence[tuple[Sequence[str], GenomeSource]],

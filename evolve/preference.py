@@ -8,8 +8,8 @@ logistic regression on feature differences; with a Gaussian prior on ``theta`` i
 by Newton's method, and the inverse Hessian at the optimum (a Laplace approximation) gives
 each candidate's utility an uncertainty, which screening uses to explore.
 
-Everything is numpy: 2000 comparisons over 40 features fit in a few milliseconds. A model
-saves to and loads from plain JSON (``to_dict``/``from_dict``), never a pickle.
+Everything is numpy (``bench/agent_cost.py`` times a whole fit as the agent makes it). A
+model saves to and loads from plain JSON (``to_dict``/``from_dict``), never a pickle.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ process, and makes the same next generation.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -22,20 +21,20 @@ from evolve.fitness import AutoFitness, fitness_from_ratings
 from imagery import GENERATORS, GeneratorError, check_size
 from spark_runtime.image_codec import decode, encode_png, encode_thumb, rgb_pixels
 from spark_runtime.spark import InProcessSpark, Spark, build_generator
+from spark_runtime.sparks import cores
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.objects import StagedObjects
 from spark_runtime.store.ratings import fold_picks, fold_scores
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 # Writer threads check the genomes against the store for the commit, and encode and stage
 # each rendered batch while the next one renders (the PNG and JPEG encoders release the
 # GIL). One per core the render leaves free, two at most: a writer more than that takes
 # turns on the render's core and slows the render more than it saves. Shared by every
 # session in the process and kept between generations (a thread per generation costs more
 # to start and join than the last batch costs to write).
-_WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, _CORES - 1)), thread_name_prefix="store-writer")
+_WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, cores() - 1)), thread_name_prefix="store-writer")
 # on_image(position, image or None, stored thumbnail sha or None)
 OnImage = Callable[[int, Any, str | None], None]
 
@@ -249,16 +248,6 @@ class Session:
             chunks=chunks,
         )
 
-    def evolve_live(
-        self,
-        settings: EngineSettings | None = None,
-        on_image: OnImage | None = None,
-        progress: Progress | None = None,
-        chunks: int = 3,
-    ) -> Any:
-        """``evolve`` for the browser: images announced as each of ``chunks`` batches renders."""
-        return self.evolve(settings=settings, progress=progress, on_image=on_image, chunks=chunks)
-
     def run_auto(self, fitness: AutoFitness, generations: int, progress: Callable[[int, int], None] | None = None) -> Any:
         """Headless batch run: score each head automatically, store the scores, evolve."""
         if generations < 1:
@@ -296,10 +285,8 @@ class Session:
         if self._last_commit is not None and self._last_commit[0].id == snapshot_id:
             return self._last_commit[0], list(self._last_commit[1])
         head = self.store.get_snapshot(snapshot_id)
-        if self.agent is not None:
-            return head, self.candidates(head)
         # Nothing reads the current population's own parents here (elites keep their stored
-        # rows): skip the per-individual lookups ``candidates`` makes.
+        # rows, and the agent looks at genomes only): skip the lookups ``candidates`` makes.
         genomes = self.store.genomes(head)
         return head, [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
 
@@ -336,7 +323,7 @@ class Session:
                 consumed_ratings=consumed,
             )
 
-        images, thumbs, individuals = self._render(_WRITER, population, parent, progress, on_image, chunks, prepare)
+        images, thumbs, individuals = self._render(population, parent, progress, on_image, chunks, prepare)
         snapshot = self.store.commit_generation(
             branch_id=self.branch.id,
             parent_id=parent.id if parent else None,
@@ -354,7 +341,6 @@ class Session:
 
     def _render(
         self,
-        writer: ThreadPoolExecutor,
         population: Sequence[Candidate],
         parent: Any | None,
         progress: Progress | None,
@@ -365,10 +351,10 @@ class Session:
         """Render the genomes the parent does not already show.
 
         Elites reuse the parent's objects by hash: nothing is rendered, read or written for
-        them. New images render in ``chunks`` batches; ``writer`` encodes and stores each
-        finished batch while the next renders, so the commit that follows only writes rows.
-        ``background`` (pure Python, so it holds the GIL) goes to the writer after the first
-        batch rather than before it, where it would delay the start of the render.
+        them. New images render in ``chunks`` batches; the writer thread encodes and stages
+        each finished batch while the next renders, so the commit that follows only writes
+        rows. ``background`` (pure Python, so it holds the GIL) goes to the writer after the
+        first batch rather than before it, where it would delay the start of the render.
 
         Returns:
             (image hashes, thumbnail hashes, what ``background`` returned).
@@ -387,7 +373,8 @@ class Session:
                         announce(position, None, thumb_sha)
         unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
         done = total - sum(len(positions[c.id]) for c in unique)
-        jobs: list[tuple[Future[tuple[dict[str, tuple[str, str]], StagedObjects]], Candidate, Any]] = []
+        jobs: list[tuple[Future[tuple[str, tuple[str, str], StagedObjects]], Candidate, Any]] = []
+        staged: list[tuple[str, tuple[str, str], StagedObjects]] = []
         side: Future[T] | None = None
         try:
             for part in _batches(unique, chunks):
@@ -404,41 +391,36 @@ class Session:
                 for c, image in zip(part, rendered, strict=True):
                     for position in positions[c.id]:
                         announce(position, image, None)
-                side = side or writer.submit(background)
-                jobs += [(writer.submit(self._store_images, [c], [im]), c, im) for c, im in zip(part, rendered, strict=True)]
+                side = side or _WRITER.submit(background)
+                jobs += [(_WRITER.submit(self._store_image, c, im), c, im) for c, im in zip(part, rendered, strict=True)]
             # Rendering is over: this thread takes the jobs no writer has started (one job
             # per image, so the last batch's encoding, which nothing overlaps, is shared).
-            staged = [
-                self._store_images([c], [im]) if future.cancel() else future.result()
-                for future, c, im in reversed(jobs)
-            ]
+            for future, c, im in reversed(jobs):
+                staged.append(self._store_image(c, im) if future.cancel() else future.result())
             result = background() if side is None else side.result()
         except BaseException:
+            # Whatever was staged, here or by the writer, goes: nothing is left for gc.
             writes = [future for future, _, _ in jobs if not future.cancel()]
             wait(writes)
-            self.store.objects.discard([f.result()[1] for f in writes if f.exception() is None])
+            leftovers = [f.result()[2] for f in writes if f.exception() is None]
+            self.store.objects.discard([batch for _, _, batch in staged] + leftovers)  # idempotent
             raise
-        # Every batch made durable and put in place with two file-system syncs in all.
-        self.store.objects.publish([batch for _, batch in staged])
-        for shas, _ in staged:
-            stored.update(shas)
+        # Every image made durable and put in place with two file-system syncs in all.
+        self.store.objects.publish([batch for _, _, batch in staged])
+        stored.update((cid, shas) for cid, shas, _ in staged)
         if progress:
             progress(total, total)
         return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population], result
 
-    def _store_images(self, part: Sequence[Candidate], images: Sequence[Any]) -> tuple[dict[str, tuple[str, str]], StagedObjects]:
-        """Encode a rendered batch (PNG + JPEG thumbnail) and stage its objects for the commit.
+    def _store_image(self, candidate: Candidate, image: Any) -> tuple[str, tuple[str, str], StagedObjects]:
+        """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit.
 
         The objects are unreferenced until the snapshot row commits: a crash before that
         leaves only garbage for ``gc``, never a partial generation.
         """
-        blobs = []
-        for image in images:
-            pixels = rgb_pixels(image)  # one conversion for both encoders
-            blobs += [encode_png(pixels), encode_thumb(pixels)]
-        staged = self.store.objects.stage(blobs)
-        shas = staged.shas
-        return {c.id: (shas[2 * i], shas[2 * i + 1]) for i, c in enumerate(part)}, staged
+        pixels = rgb_pixels(image)  # one conversion for both encoders
+        staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
+        return candidate.id, (staged.shas[0], staged.shas[1]), staged
 
 
 def _batches(items: Sequence[Candidate], chunks: int) -> list[Sequence[Candidate]]:

@@ -1,9 +1,12 @@
 """CPPN mutation: Picbreeder's operators, drawn with their weights, within the gene locks.
 
 Kept apart from ``cppn_genome`` (the genome's structure, validation, random genomes and
-crossover). Each candidate list here has a fast path for the common case of no locks, and
-only the chosen operator's candidates are ever listed: ``mutate`` runs k times per child
-when the agent screens, so these lists are built tens of thousands of times a session.
+crossover). Each candidate list here has a fast path for the common case of no locks:
+``mutate`` runs k times per child when the agent screens, so these lists are built tens of
+thousands of times a session. Without locks the operator draw only counts candidates and
+just the chosen operator's are listed; with locks set, counting builds the other operators'
+lists to take their lengths. New links are never listed (that list is quadratic in the
+nodes): they are counted, and the drawn one found, by walking the nodes.
 """
 
 from __future__ import annotations
@@ -67,23 +70,14 @@ def _split_candidates(g: Genome, locks: frozenset[str], max_nodes: int) -> list[
     ]
 
 
-def _link_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[int, int]]:
-    if "topology" in locks:
-        return []
-    enabled = {(link["src"], link["dst"]) for link in g["links"] if link["enabled"]}
-    order = list(INPUT_IDS) + [n["id"] for n in g["nodes"]]
-    pairs = []
-    for j, dst in enumerate(order[len(INPUT_IDS) :], start=len(INPUT_IDS)):
-        if not _open_to(dst, locks, "topology"):
-            continue
-        pairs += [
-            (src, dst) for src in order[:j] if src not in OUTPUT_IDS and (src, dst) not in enabled
-        ]
-    return pairs
-
-
 def _link_count(g: Genome, locks: frozenset[str]) -> int:
-    """``len(_link_candidates(g, locks))`` without building the list."""
+    """How many link candidates ``g`` has, counted without listing them.
+
+    A link candidate is a pair (source, destination) that ``add_link`` may join: the source
+    an input or a hidden node earlier in the genome's order (never an output), the
+    destination a node whose links the locks leave open, and the two not already joined by
+    an enabled link. With 'topology' locked there are none.
+    """
     if "topology" in locks:
         return 0
     if not locks:
@@ -171,8 +165,6 @@ def mutate(
     locks = check_locks(locks)
     g = _copy(genome)
     for _ in range(1 + int(rng.binomial(3, strength))):
-        # Which operators can apply is all the draw needs: only the chosen one's
-        # candidates are listed (listing every possible new link is quadratic).
         possible = _operator_counts(g, locks, max_nodes)
         names = [name for name in OPERATORS if possible[name]]
         if not names:
@@ -204,7 +196,11 @@ def _weighted_index(rng: np.random.Generator, weights: list[float]) -> int:
 
 
 def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[int, int]:
-    """``_link_candidates(g, locks)[index]``, found without listing every candidate."""
+    """The ``index``-th link candidate (see ``_link_count``), found without listing them all.
+
+    Candidates run destination by destination in node order, each destination's sources in
+    order (inputs first, then the hidden nodes before it).
+    """
     taken: dict[int, set[int]] = {}
     for link in g["links"]:
         if link["enabled"]:

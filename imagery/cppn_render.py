@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from imagery.cppn_genome import ACTIVATIONS, INPUT_IDS, OUTPUT_IDS
 from imagery.protocol import Genome, ProgressCallback
@@ -254,17 +253,6 @@ def _one_intra_op_thread() -> Iterator[None]:
                 torch.set_num_threads(_threads_saved)
 
 
-def render(
-    genomes: Sequence[Genome],
-    size: int,
-    color: str,
-    device: torch.device,
-    progress: ProgressCallback | None = None,
-) -> list[Image.Image]:
-    """Render validated genomes to ``size`` x ``size`` RGB images in one batched computation."""
-    return [Image.fromarray(image, "RGB") for image in render_pixels(genomes, size, color, device, progress)]
-
-
 def render_pixels(
     genomes: Sequence[Genome],
     size: int,
@@ -272,7 +260,10 @@ def render_pixels(
     device: torch.device,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """``render`` as one ``[n, size, size, 3]`` uint8 array: no image objects made."""
+    """Render validated genomes to one ``[n, size, size, 3]`` uint8 RGB array, batched.
+
+    No image objects are made; callers wanting PIL images wrap the rows themselves.
+    """
     if not genomes:
         return np.zeros((0, size, size, 3), np.uint8)
     quiet = _one_intra_op_thread() if device.type == "cpu" else contextlib.nullcontext()

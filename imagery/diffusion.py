@@ -32,6 +32,7 @@ Building the generator loads nothing; the model loads on the first render and st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,7 +131,6 @@ class DiffusionConfig:
             raise GeneratorError(f"diffusion 'dtype' must be 'auto' or one of {tuple(DTYPES)}")
         if not isinstance(self.compile, bool) or self.pad_chunks not in (None, True, False):
             raise GeneratorError("diffusion 'compile' and 'pad_chunks' must be true or false")
-        dg.parse_prompt(self.prompt)
 
 
 class DiffusionGenerator:
@@ -168,7 +168,7 @@ class DiffusionGenerator:
                 )
         return self._resolution
 
-    @property
+    @functools.cached_property
     def spec(self) -> dg.GenomeSpec:
         c = self._config
         return dg.GenomeSpec(
@@ -270,9 +270,10 @@ class DiffusionGenerator:
 
         With ``parent``, the child keeps the parent's prompt and sampler settings.
         """
+        spec = self.spec
         if parent is not None:
-            dg.validate(parent, self.spec)
-        return dg.image_genome(self.spec, image, rng, prompt, strength, parent)
+            dg.validate(parent, spec)
+        return dg.image_genome(spec, image, rng, prompt, strength, parent)
 
     # ---- rendering ----------------------------------------------------------------------------
 
@@ -280,12 +281,14 @@ class DiffusionGenerator:
         self, genomes: Sequence[Genome], size: int, progress: ProgressCallback | None = None
     ) -> list[Image.Image]:
         """Render at the configured fidelity ("preview" caps steps at ``preview_steps``)."""
+        check_size(size)
         return self._to_images(self.render_tensor(genomes, progress=progress), size)
 
     def render_full(
         self, genomes: Sequence[Genome], size: int, progress: ProgressCallback | None = None
     ) -> list[Image.Image]:
         """Render with every genome's own step count, whatever the configured fidelity."""
+        check_size(size)
         return self._to_images(self.render_tensor(genomes, progress=progress, full=True), size)
 
     def render_tensor(
@@ -315,7 +318,6 @@ class DiffusionGenerator:
 
     @staticmethod
     def _to_images(pixels: torch.Tensor, size: int) -> list[Image.Image]:
-        check_size(size)
         arrays = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         images = []
         for array in arrays.numpy():

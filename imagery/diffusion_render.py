@@ -73,6 +73,7 @@ class Renderer:
         self.chunk_size = chunk_size
         self.pad = pad
         self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._empty_hidden: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -209,7 +210,9 @@ class Renderer:
         if any(w != 1.0 for w in weights):
             # Move each token's hidden state away from (w > 1) or toward (w < 1) what the
             # empty prompt gives at that position; w = 0 erases the token's influence.
-            empty = self._hidden(self._tokens([])[0]).float()
+            if self._empty_hidden is None:
+                self._empty_hidden = self._hidden(self._tokens([])[0]).float()
+            empty = self._empty_hidden
             scale = torch.tensor(weights, device=hidden.device, dtype=torch.float32)[None, :, None]
             hidden = empty + (hidden.float() - empty) * scale
         return hidden.to(dtype=self.dtype)

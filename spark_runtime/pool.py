@@ -87,6 +87,17 @@ class SparkPool:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
+    def launch(self) -> None:
+        """Begin loading the generator on every spark without waiting."""
+        for spark in self.sparks:
+            spark.launch()
+
+    def start(self) -> None:
+        """Load the generator on every spark (all launched first, so they load in parallel)."""
+        self.launch()
+        for spark in self.sparks:
+            spark.start()
+
     def chunks(self, n: int) -> list[tuple[int, int]]:
         """``(start, stop)`` of each chunk of an ``n``-genome batch."""
         size = self.chunk_size or -(-n // len(self.sparks))

@@ -25,7 +25,7 @@ from PIL import Image
 
 from spark_runtime import genome_codec
 from spark_runtime.pool import SparkLost
-from spark_runtime.spark import ProgressCallback, SparkError, build_generator
+from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
 
 _HEADER = struct.Struct(">I")
 MAX_HEADER_BYTES = 64 << 20
@@ -109,9 +109,15 @@ def unpack_images(header: dict[str, Any], blobs: list[bytes]) -> list[Image.Imag
     return images
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def read_images(header: dict[str, Any], blobs: list[bytes], count: int) -> list[Image.Image]:
+    """The images of a render reply for ``count`` genomes; an error frame raises its one-line
+    message as ``SparkError``, and so does a reply with the wrong number of images."""
+    if header.get("op") == "error":
+        raise SparkError(str(header.get("message")))
+    images = unpack_images(header, blobs)
+    if len(images) != count:
+        raise SparkError(f"spark returned {len(images)} images for {count} genomes")
+    return images
 
 
 # The child (and the Ray actor)
@@ -302,12 +308,7 @@ class ProcessSpark:
                 # frames, so this child is not trusted with another batch.
                 self._stop(kill=True)
                 raise
-        if header.get("op") == "error":
-            raise SparkError(str(header.get("message")))
-        images = unpack_images(header, blobs)
-        if len(images) != len(genomes):
-            raise SparkError(f"spark returned {len(images)} images for {len(genomes)} genomes")
-        return images
+        return read_images(header, blobs, len(genomes))
 
     def _exchange(
         self, request: bytes, progress: ProgressCallback | None

@@ -25,15 +25,14 @@ from PIL import Image
 
 from spark_runtime.pool import SparkLost
 from spark_runtime.process_spark import (
-    one_line,
     pack,
     pack_request,
+    read_images,
     serve,
     set_threads,
     unpack,
-    unpack_images,
 )
-from spark_runtime.spark import ProgressCallback, SparkError, build_generator
+from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
 
 LOCAL_OBJECT_STORE_BYTES = 256 << 20
 
@@ -79,7 +78,7 @@ def import_ray() -> Any:
     return ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
+def connect(address: str | None = None) -> Any:
     """Join the Ray cluster at ``address``, or start a local one; returns the ``ray`` module.
 
     Does nothing when this process is already connected (a test session's cluster, or an
@@ -91,7 +90,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     try:
         if address is None:
             ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
+                num_cpus=os.cpu_count() or 1,
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 log_to_driver=False,
@@ -242,11 +241,7 @@ class RaySpark:
             self.start()
             reply = self._call(self.actor.render.remote(request), "mid-batch")
         header, blobs = unpack(reply)
-        if header.get("op") == "error":
-            raise SparkError(str(header.get("message")))
-        images = unpack_images(header, blobs)
-        if len(images) != len(genomes):
-            raise SparkError(f"spark returned {len(images)} images for {len(genomes)} genomes")
+        images = read_images(header, blobs, len(genomes))
         if progress is not None:
             progress(len(images), len(images))
         return images

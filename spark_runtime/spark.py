@@ -22,6 +22,12 @@ class SparkError(RuntimeError):
     """A spark could not be built or could not render; the message is one line."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def build_generator(target: str, config: dict[str, Any]) -> Any:
     """Import ``module:Class`` and build it from a JSON config via ``Class.from_config``."""
     module_name, sep, class_name = target.partition(":")
@@ -42,6 +48,14 @@ class Spark(Protocol):
 
     target: str
     config: dict[str, Any]
+
+    def launch(self) -> None:
+        """Begin loading the generator without waiting (several sparks then load in parallel)."""
+        ...
+
+    def start(self) -> None:
+        """Load the generator now and wait for it; a bad target or config fails here."""
+        ...
 
     def render(
         self,
@@ -66,6 +80,13 @@ class InProcessSpark:
         if self._generator is None:
             self._generator = build_generator(self.target, self.config)
         return self._generator
+
+    def launch(self) -> None:
+        """Nothing to begin in the background: ``start`` builds the generator here."""
+
+    def start(self) -> None:
+        """Build the generator now, so that a bad config fails before anything renders."""
+        self.generator  # noqa: B018 - the property builds it
 
     def render(
         self,

@@ -93,7 +93,8 @@ def parse_sparks(text: str | SparkSpec | None) -> SparkSpec:
     raise SparkError(f"bad --sparks {raw!r}: {usage}")
 
 
-def _cores() -> int:
+def cores() -> int:
+    """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -124,7 +125,7 @@ def spark_factory(
     if spec.kind == "process":
         from spark_runtime.process_spark import ProcessSpark
 
-        threads = max(1, _cores() // spec.count)
+        threads = max(1, cores() // spec.count)
 
         def new_process(target: str, config: dict[str, Any]) -> Spark:
             return ProcessSpark(target, config, threads=threads)
@@ -146,7 +147,6 @@ def make_pool(
     target: str,
     config: dict[str, Any],
     *,
-    chunk_size: int | None = None,
     start: bool = True,
 ) -> SparkPool:
     """A pool of every spark the spec allows, all rendering ``target`` with ``config``.
@@ -157,16 +157,10 @@ def make_pool(
     spec = parse_sparks(spec)
     factory, capacity = spark_factory(spec, free_only=True)
     sparks = [factory(target, config) for _ in range(capacity or 1)]
-    pool = SparkPool(sparks, chunk_size=chunk_size)
+    pool = SparkPool(sparks)
     if start:
         try:
-            for spark in sparks:
-                getattr(spark, "launch", lambda: None)()
-            for spark in sparks:
-                if isinstance(spark, InProcessSpark):
-                    spark.generator  # noqa: B018 - builds it, so a bad config fails now
-                else:
-                    getattr(spark, "start", lambda: None)()
+            pool.start()
         except BaseException:
             pool.close()
             raise
@@ -204,6 +198,12 @@ class SessionSpark:
         self.session_id = session_id
         self.target = target
         self.config = dict(config)
+
+    def launch(self) -> None:
+        """Nothing to load ahead: the spark is leased (and started) on the first render."""
+
+    def start(self) -> None:
+        """Nothing to load ahead: the spark is leased (and started) on the first render."""
 
     def render(
         self,

@@ -64,7 +64,8 @@ def _pg_user() -> str | None:
     return "imagery"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (just released by the OS)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -92,7 +93,7 @@ def postgres_server() -> Iterator[str]:
     root = tempfile.mkdtemp(prefix="imagery-pg-", dir="/tmp" if user else None)
     if user is not None:
         shutil.chown(root, user)
-    data, log, port = os.path.join(root, "data"), os.path.join(root, "log"), _free_port()
+    data, log, port = os.path.join(root, "data"), os.path.join(root, "log"), free_port()
 
     def run(*args: str) -> None:
         subprocess.run(args, check=True, capture_output=True, user=user, timeout=120)

@@ -20,36 +20,18 @@ anything stored changes. The agent itself (``evolve.agent``) is the tab's, kept 
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from evolve.agent import Agent, autopilot
 from evolve.session import Session
 from spark_runtime.store import PairOutcome
 from ui.agent_view import agreement_value, score_bands, screening
-from ui.handlers import (
-    USER_ERRORS,
-    Conflict,
-    UIError,
-    Workbench,
-    payload,
-    session_id,
-    snapshot_state,
-    text,
-    whole,
-)
-from ui.live import END, agent_k, claim_branch, drain, evolve_settings, one_line
+from ui.handlers import UIError, Workbench, payload, tab_session, text, whole
+from ui.live import agent_k, check_parent, claim_branch, evolve_settings, stream
 
-log = logging.getLogger(__name__)
 MAX_AUTOPILOT = 100
 MAX_PENDING = 5000
-
-
-def _session(wb: Workbench, data: Mapping[str, Any]) -> Session:
-    return wb.session(text(data, "run"), text(data, "branch", "main"), session_id(data))
 
 
 def _shown(wb: Workbench, session: Session, data: Mapping[str, Any]) -> Any:
@@ -82,7 +64,7 @@ def agent_info(wb: Workbench, query: Any) -> dict[str, Any]:
         until there is data), ``screening`` (what it chose, or None), ``k`` (0 = off).
     """
     query = payload(query)
-    session = _session(wb, query)
+    session = tab_session(wb, query)
     snap = _shown(wb, session, query)
     agent = wb.agent(session)
     prediction = agent.predict_for_snapshot(session, snap)
@@ -171,7 +153,7 @@ def pair_queue(wb: Workbench, body: Any) -> dict[str, Any]:
         pairs this tab has compared in the snapshot, pending ones included.
     """
     body = payload(body)
-    session = _session(wb, body)
+    session = tab_session(wb, body)
     snap = _shown(wb, session, {"snapshot": text(body, "snapshot")})
     count = whole(body, "count", 1, 32, 6)
     pending = _pending_pairs(body, len(snap.population))
@@ -207,12 +189,8 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
             moved on or is busy.
     """
     body = payload(body)
-    session = _session(wb, body)
-    head = session.head()
-    if text(body, "parent") != head.id:
-        raise Conflict(
-            f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
-        )
+    session = tab_session(wb, body)
+    head = check_parent(session, body)
     generations = whole(body, "generations", 1, MAX_AUTOPILOT)
     k = agent_k(body)
     settings = evolve_settings(wb, session, head, body)  # the tab's strength and locks
@@ -221,50 +199,21 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
     if k is not None:
         wb.set_agent(session, k)
     pilot = session.agent or wb.agent(session)
-    events: queue.Queue[Any] = queue.Queue()
-    worker = threading.Thread(
-        target=_fly,
-        args=(wb, session, pilot, generations, settings, branch_id, events),
-        daemon=True,
-        name="imagery-autopilot",
-    )
-    worker.start()
+
+    def job(emit: Callable[[dict[str, Any]], None]) -> Any:
+        def progress(done: int, total: int) -> None:
+            snap = session.head()
+            emit(
+                {
+                    "type": "generation",
+                    "done": done,
+                    "total": total,
+                    "generation": snap.generation,
+                    "thumbs": list(snap.thumbs),
+                }
+            )
+
+        return autopilot(session, generations, progress=progress, agent=pilot, settings=settings)
+
     first = {"type": "start", "generations": generations, "generation": head.generation}
-    return drain(events, first)
-
-
-def _fly(
-    wb: Workbench,
-    session: Session,
-    pilot: Agent,
-    generations: int,
-    settings: Any,
-    branch_id: str,
-    events: queue.Queue[Any],
-) -> None:
-    def progress(done: int, total: int) -> None:
-        snap = session.head()
-        events.put(
-            {
-                "type": "generation",
-                "done": done,
-                "total": total,
-                "generation": snap.generation,
-                "thumbs": list(snap.thumbs),
-            }
-        )
-
-    final: dict[str, Any]
-    try:
-        snap = autopilot(session, generations, progress=progress, agent=pilot, settings=settings)
-        final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
-    except USER_ERRORS as exc:
-        final = {"type": "error", "message": one_line(exc)}
-    except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
-        log.exception("autopilot failed")
-        final = {"type": "error", "message": f"internal error: {one_line(exc)}"}
-    finally:
-        with wb.lock:
-            wb.busy.discard(branch_id)
-    events.put(final)
-    events.put(END)
+    return stream(wb, session, branch_id, first, job, "autopilot")

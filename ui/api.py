@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from spark_runtime.spark import one_line
 from spark_runtime.store import StoreError
 from spark_runtime.store.objects import check_sha
 from ui import agent_handlers, browse, handlers
@@ -30,14 +31,9 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _JSONBody = Annotated[Any, Body()]  # any JSON value: the handlers check its shape
 
 
-def _one_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
-
-
 def error_response(exc: BaseException) -> JSONResponse:
     status = getattr(exc, "status", 400)
-    return JSONResponse({"error": _one_line(exc)}, status_code=status)
+    return JSONResponse({"error": one_line(exc)}, status_code=status)
 
 
 def _sniff(path: Path) -> str:

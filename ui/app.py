@@ -25,6 +25,7 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from imagery import GENERATORS  # noqa: E402
+from spark_runtime.spark import one_line  # noqa: E402
 from spark_runtime.sparks import SessionSparks  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 from ui import api, handlers  # noqa: E402
@@ -211,7 +212,7 @@ def blocks(wb: Workbench) -> gr.Blocks:
             except USER_ERRORS as exc:
                 return (
                     gr.skip(),
-                    f"**Could not create the run:** {str(exc).splitlines()[0]}",
+                    f"**Could not create the run:** {one_line(exc)}",
                     gr.skip(),
                 )
             choices = _run_choices(wb)

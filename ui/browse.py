@@ -80,7 +80,7 @@ def export_picks(wb: Workbench, query: Mapping[str, Any]) -> tuple[str, bytes]:
     count = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
         for snap in wb.store.history(branch):
-            picks = sorted(fold_picks(wb.store.ratings(snap.id, tab)))
+            picks = sorted(wb.store.current_picks(snap.id, tab))
             if not picks:
                 continue
             genomes = wb.store.genomes(snap)

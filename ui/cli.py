@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from spark_runtime.spark import one_line
 from ui import commands
 
 DEFAULT_STORE = "imagery-data"
@@ -115,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: Any = commands.dispatch(args)
     except commands.USER_ERRORS as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"imagery: error: {message}", file=sys.stderr)
+        print(f"imagery: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imagery: interrupted; the last committed generation is intact", file=sys.stderr)

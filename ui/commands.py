@@ -94,7 +94,7 @@ def _init_images(store: Store, args: argparse.Namespace) -> tuple[bytes, ...]:
             raise SessionError(f"cannot read seed image {path!r}") from None
     if args.init_from:
         source, ref = _session(store, args.init_from)
-        snapshot = store.snapshot_at(source.branch, ref.generation) if ref.generation is not None else source.head()
+        snapshot = _snapshot(store, source, ref)
         picks = sorted(store.current_picks(snapshot.id)) or range(len(snapshot.images))
         images.extend(store.objects.get(snapshot.images[i]) for i in picks)
     return tuple(images)
@@ -104,6 +104,11 @@ def _session(store: Store, text: str, spark: Spark | None = None) -> tuple[Sessi
     ref = parse_ref(text)
     session = Session(store, ref.run, ref.branch, spark=spark, session_id="cli")
     return session, ref
+
+
+def _snapshot(store: Store, session: Session, ref: Any) -> Any:
+    """The generation a ref names on the session's branch, or its head when it names none."""
+    return store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
 
 
 def cmd_run(args: argparse.Namespace) -> str:
@@ -199,12 +204,12 @@ def _run_status(store: Store, run: Any) -> dict[str, Any]:
         info: dict[str, Any] = {"name": branch.name, "generations": 0, "head": None, "ratings": 0, "head_ratings": 0}
         if branch.head_snapshot_id:
             history = store.history(branch)
-            head = history[-1]
+            counts = [len(store.ratings(s.id)) for s in history]
             info.update(
                 generations=len(history),
-                head=head.generation,
-                ratings=sum(len(store.ratings(s.id)) for s in history),
-                head_ratings=len(store.ratings(head.id)),
+                head=history[-1].generation,
+                ratings=sum(counts),
+                head_ratings=counts[-1],
                 forked_from=None,
             )
             if branch.forked_from_snapshot_id:
@@ -241,7 +246,7 @@ def cmd_status(args: argparse.Namespace) -> Any:
 def cmd_export(args: argparse.Namespace) -> str:
     with open_store(args) as store:
         session, ref = _session(store, args.ref)
-        snapshot = store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
+        snapshot = _snapshot(store, session, ref)
         paths = export_snapshot(store, session.run, session.branch.name, snapshot, Path(args.dir))
         return f"wrote {len(paths)} PNG(s) to {args.dir}"
 

@@ -21,8 +21,8 @@ from typing import Any
 from evolve.agent import AGENT_SESSION, Agent, AgentConfig
 from evolve.engine import EngineError, EngineSettings
 from evolve.export import ExportError
-from evolve.session import RunSpec, Session, SessionError
-from imagery import GENERATORS, GeneratorError
+from evolve.session import RunSpec, Session, SessionError, generator_target
+from imagery import GeneratorError
 from spark_runtime.spark import InProcessSpark, SparkError, build_generator
 from spark_runtime.sparks import SessionSparks
 from spark_runtime.store import RatingInput, Store, StoreError
@@ -98,6 +98,11 @@ def payload(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UIError(f"malformed request: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def tab_session(wb: Workbench, data: Mapping[str, Any]) -> Session:
+    """The session of the request's ``run``, ``branch`` (default main) and tab ``session``."""
+    return wb.session(text(data, "run"), text(data, "branch", "main"), session_id(data))
 
 
 # --- shared state -------------------------------------------------------------------------
@@ -216,7 +221,7 @@ class Workbench:
         """Screen ``k`` times more children through the tab's agent; 0 turns the first pass off."""
         agent = self.agent(session)
         if k and agent.config.offspring_factor != k:
-            agent = Agent(agent.config.replace(offspring_factor=k), cache=agent.features)
+            agent = agent.with_config(offspring_factor=k)
             with self.lock:
                 self._agents[(session.run.id, session.branch.name, session.session_id)] = agent
         session.agent = agent if k else None
@@ -314,8 +319,7 @@ def create_run(
     """Create a run and render generation 0; returns ``{"run", "name", "branch"}``."""
     form = payload(form)
     kind = text(form, "generator", "cppn")
-    if kind not in GENERATORS:
-        raise UIError(f"unknown generator {kind!r}: choose from {', '.join(GENERATORS)}")
+    generator_target(kind)  # an unknown generator is a one-line SessionError
     population = whole(form, "population", 1, 1024, 16)
     size = whole(form, "size", 16, 2048, 256)
     seed = whole(form, "seed", 0, 2**63 - 1, 1)
@@ -370,7 +374,7 @@ def snapshot_state(wb: Workbench, session: Session, snap: Any, head: Any) -> dic
 def state(wb: Workbench, query: Mapping[str, Any]) -> dict[str, Any]:
     """The shown generation (the head unless ``generation`` is given) for one tab."""
     query = payload(query)
-    session = wb.session(text(query, "run"), text(query, "branch", "main"), session_id(query))
+    session = tab_session(wb, query)
     head = session.head()
     snap = head
     if query.get("generation") not in (None, ""):
@@ -419,7 +423,7 @@ def rate(wb: Workbench, body: Any) -> dict[str, Any]:
 def undo(wb: Workbench, body: Any) -> dict[str, Any]:
     """Move the branch head back one generation (nothing is deleted); returns the new state."""
     body = payload(body)
-    session = wb.session(text(body, "run"), text(body, "branch", "main"), session_id(body))
+    session = tab_session(wb, body)
     if session.branch.id in wb.busy:
         raise Conflict("a generation is rendering on this branch: wait for it, then go back")
     head = session.undo()
@@ -430,7 +434,7 @@ def fork(wb: Workbench, body: Any) -> dict[str, Any]:
     """A new branch from a generation of this branch; returns the new branch's state."""
     body = payload(body)
     tab = session_id(body)
-    session = wb.session(text(body, "run"), text(body, "branch", "main"), tab)
+    session = tab_session(wb, body)
     generation = whole(body, "generation", 0, session.head().generation)
     taken = {b.name for b in wb.store.list_branches(session.run.id)}
     if body.get("name"):

@@ -22,20 +22,21 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from evolve.engine import EngineError
 from evolve.session import Session
 from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg
+from spark_runtime.spark import one_line
 from ui.handlers import (
     USER_ERRORS,
     Conflict,
     UIError,
     Workbench,
     payload,
-    session_id,
     snapshot_state,
+    tab_session,
     text,
     whole,
 )
@@ -43,11 +44,6 @@ from ui.handlers import (
 log = logging.getLogger(__name__)
 END = object()
 MAX_K = 64
-
-
-def one_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def evolve_settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) -> Any:
@@ -97,29 +93,45 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = 3) -> Iterator[dict[str
         UIError: a bad request; Conflict when the branch moved or is already rendering.
     """
     body = payload(body)
-    session = wb.session(text(body, "run"), text(body, "branch", "main"), session_id(body))
-    head = session.head()
-    if text(body, "parent") != head.id:
-        raise Conflict(
-            f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
-        )
+    session = tab_session(wb, body)
+    head = check_parent(session, body)
     settings = evolve_settings(wb, session, head, body)
     k = agent_k(body)
     branch_id = session.branch.id
     claim_branch(wb, branch_id)
     if k is not None:
         wb.set_agent(session, k)
-    events: queue.Queue[Any] = queue.Queue()
-    worker = threading.Thread(
-        target=_work,
-        args=(wb, session, settings, branch_id, chunks, events),
-        daemon=True,
-        name="imagery-evolve",
-    )
-    worker.start()
-    return drain(
-        events, {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
-    )
+
+    def job(emit: Callable[[dict[str, Any]], None]) -> Any:
+        last = [-1]
+
+        def progress(done: int, total: int) -> None:
+            if done != last[0]:
+                last[0] = done
+                emit({"type": "progress", "done": done, "total": total})
+
+        def on_image(position: int, image: Any, thumb: str | None) -> None:
+            if thumb is not None:  # an elite: its thumbnail file is stored already
+                emit({"type": "image", "position": position, "thumb": thumb})
+            else:
+                emit({"type": "image", "position": position, "preview": preview(image)})
+
+        return session.evolve(
+            settings=settings, progress=progress, on_image=on_image, chunks=chunks
+        )
+
+    first = {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
+    return stream(wb, session, branch_id, first, job, "evolve")
+
+
+def check_parent(session: Session, body: Mapping[str, Any]) -> Any:
+    """The branch head, if it is the ``parent`` the tab shows; else Conflict (it moved on)."""
+    head = session.head()
+    if text(body, "parent") != head.id:
+        raise Conflict(
+            f"branch {session.branch.name!r} moved to generation {head.generation} in another tab; showing it now"
+        )
+    return head
 
 
 def agent_k(body: dict[str, Any]) -> int | None:
@@ -137,41 +149,40 @@ def claim_branch(wb: Workbench, branch_id: str) -> None:
         wb.busy.add(branch_id)
 
 
-def _work(
+def stream(
     wb: Workbench,
     session: Session,
-    settings: Any,
     branch_id: str,
-    chunks: int,
-    events: queue.Queue[Any],
-) -> None:
-    last = [-1]
+    first: dict[str, Any],
+    job: Callable[[Callable[[dict[str, Any]], None]], Any],
+    what: str,
+) -> Iterator[dict[str, Any]]:
+    """Run ``job(emit)`` on a daemon worker thread and return its event stream.
 
-    def progress(done: int, total: int) -> None:
-        if done != last[0]:
-            last[0] = done
-            events.put({"type": "progress", "done": done, "total": total})
+    The stream starts with ``first``, then carries what the job emits, then ``done`` with the
+    state of the snapshot the job returns (or ``error``); the branch claimed by
+    ``claim_branch`` is released whatever happens.
+    """
+    events: queue.Queue[Any] = queue.Queue()
 
-    def on_image(position: int, image: Any, thumb: str | None) -> None:
-        if thumb is not None:  # an elite: its thumbnail file is stored already
-            events.put({"type": "image", "position": position, "thumb": thumb})
-        else:
-            events.put({"type": "image", "position": position, "preview": preview(image)})
+    def work() -> None:
+        final: dict[str, Any]
+        try:
+            snap = job(events.put)
+            final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
+        except USER_ERRORS as exc:
+            final = {"type": "error", "message": one_line(exc)}
+        except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
+            log.exception("%s failed", what)
+            final = {"type": "error", "message": f"internal error: {one_line(exc)}"}
+        finally:
+            with wb.lock:
+                wb.busy.discard(branch_id)
+        events.put(final)
+        events.put(END)
 
-    final: dict[str, Any]
-    try:
-        snap = session.evolve_live(settings, on_image=on_image, progress=progress, chunks=chunks)
-        final = {"type": "done", "state": snapshot_state(wb, session, snap, snap)}
-    except USER_ERRORS as exc:
-        final = {"type": "error", "message": one_line(exc)}
-    except Exception as exc:  # a bug must still end the stream with a message, not hang the tab
-        log.exception("evolve failed")
-        final = {"type": "error", "message": f"internal error: {one_line(exc)}"}
-    finally:
-        with wb.lock:
-            wb.busy.discard(branch_id)
-    events.put(final)
-    events.put(END)
+    threading.Thread(target=work, daemon=True, name=f"imagery-{what}").start()
+    return drain(events, first)
 
 
 def preview(image: Any, size: int = THUMB_SIZE) -> str:

@@ -1,5 +1,5 @@
-"""A small text progress bar on stderr for headless runs (silent when stderr is not a TTY
-unless forced, so logs stay readable in CI)."""
+"""A small text progress bar on stderr for headless runs: redrawn in place on a TTY, else one
+line per tenth of the way (and one at the end), so logs stay readable in CI."""
 
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -29,9 +28,6 @@ class GcReport:
     objects_removed: int
     bytes_freed: int
     objects_kept: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:

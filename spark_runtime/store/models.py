@@ -16,6 +16,8 @@ from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, String, Text, U
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from spark_runtime import genome_codec
+
 RATING_KINDS = ("score", "clear", "pick", "unpick", "pair")
 
 
@@ -28,7 +30,7 @@ class JSONText(TypeDecorator):
     def process_bind_param(self, value: Any, dialect: Any) -> str | None:
         if value is None:
             return None
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return genome_codec.canonical_json(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         return None if value is None else json.loads(value)

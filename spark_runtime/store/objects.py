@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +56,12 @@ _TEMP_TOKEN = secrets.token_hex(6)
 _temp_names = itertools.count()
 
 
-def _write_temp(folder: str, data: bytes) -> str:
+def _write_temp(folder: str, data: bytes, sync: bool = False) -> str:
     """Write ``data`` to a new temp file in ``folder`` (created if missing); returns its path.
 
     Cheaper than ``tempfile.mkstemp``: the name is unique from a random per-process token
-    and a counter, so one exclusive create is enough.
+    and a counter, so one exclusive create is enough. ``sync`` fsyncs the file before it is
+    closed.
     """
     name = f"{folder}{os.sep}{_TEMP_PREFIX}{_TEMP_TOKEN}-{next(_temp_names)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -75,6 +75,8 @@ def _write_temp(folder: str, data: bytes) -> str:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -203,16 +205,18 @@ class ObjectStore:
         An existing object gets its mtime refreshed so that a collection running with a grace
         period does not remove it between this call and the commit that references it.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise StoreError(f"object data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
+        data = self._bytes(data)
         sha = hashlib.sha256(data).hexdigest()
+        self._put(sha, data)
+        return sha
+
+    def _put(self, sha: str, data: bytes) -> None:
+        """Store ``data``, whose sha256 hex is ``sha``."""
         if self._fs is None:
             self._put_local(sha, data)
         else:
             # Rewriting an existing object is the portable way to refresh its mtime.
             self._put_remote(sha, data)
-        return sha
 
     def put_many(self, blobs: Sequence[bytes]) -> list[str]:
         """``put`` each blob, as one batch; returns their sha256s in order.
@@ -239,9 +243,12 @@ class ObjectStore:
         shas = [hashlib.sha256(b).hexdigest() for b in blobs]
         if self._fs is not None or _SYNCFS is None:
             if len(blobs) <= 1:
-                return StagedObjects([self.put(b) for b in blobs], [])
-            with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
-                return StagedObjects(list(pool.map(self.put, blobs)), [])
+                for sha, data in zip(shas, blobs, strict=True):
+                    self._put(sha, data)
+            else:
+                with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
+                    list(pool.map(self._put, shas, blobs))
+            return StagedObjects(shas, [])
         pending: list[tuple[str, str]] = []
         try:
             for sha, data in dict(zip(shas, blobs, strict=True)).items():
@@ -305,12 +312,8 @@ class ObjectStore:
         if not shard.is_dir():
             shard.mkdir(exist_ok=True)
             _fsync_dir(shard.parent)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=shard)
+        tmp = _write_temp(str(shard), data, sync=True)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

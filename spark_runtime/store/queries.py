@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, select
@@ -94,11 +93,12 @@ class SkipNodes:
                 self._rows.popitem(last=False)
 
 
-def ancestor(s: Session, start: Snapshot, generation: int) -> Snapshot:
-    """The full row of ``start``'s ancestor at ``generation`` (O(log n) narrow fetches)."""
+def ancestor(s: Session, start: Snapshot, generation: int, fetch: Callable[[str], Any]) -> Snapshot:
+    """The full row of ``start``'s ancestor at ``generation`` (O(log n) narrow fetches).
+    ``fetch`` loads a snapshot's skip-walk row by id (``SkipNodes.get``, a cache)."""
     if generation == start.generation:
         return start
-    return snapshot(s, walk_to(start, generation, partial(skip_node, s)).id)
+    return snapshot(s, walk_to(start, generation, fetch).id)
 
 
 def head(s: Session, branch: Branch) -> Snapshot:
@@ -118,18 +118,18 @@ def check_parent(
     branch: Branch,
     parent_id: str | None,
     generation: int,
-    fetch: Callable[[str], Any] | None = None,
+    fetch: Callable[[str], Any],
 ) -> Any:
     """The parent's skip-walk row (id, generation, parent_id, skip_id), after checking that the
     branch head is still ``parent_id`` and that ``generation`` follows it; None for a root.
-    ``fetch`` loads that row by id (a cache), by default from the database."""
+    ``fetch`` loads that row by id (a cache)."""
     if branch.head_snapshot_id != parent_id:
         raise StoreError(f"branch {branch.name!r} moved; reload")
     if parent_id is None:
         if generation != 0:
             raise StoreError(f"generation {generation} needs a parent snapshot")
         return None
-    parent = (fetch or partial(skip_node, s))(parent_id)
+    parent = fetch(parent_id)
     if generation != parent.generation + 1:
         raise StoreError(f"generation {generation} cannot follow generation {parent.generation}")
     return parent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from spark_runtime.store.errors import StoreError
@@ -39,13 +39,6 @@ class RatingInput:
     position: int
     value: float | None = None
     other_position: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RatingInput:
-        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlmodel import Session
 from spark_runtime import genome_codec
 from spark_runtime.store import checks, collect, generations, migrations
 from spark_runtime.store import queries as q
-from spark_runtime.store.engine import make_engines
+from spark_runtime.store.engine import default_url, make_engines
 from spark_runtime.store.errors import StoreError
 from spark_runtime.store.generations import PreparedGeneration
 from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
@@ -52,7 +53,7 @@ class Store:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.objects = ObjectStore(self.root / "objects")
-        url = db_url or f"sqlite:///{(self.root / 'imagery.db').as_posix()}"
+        url = db_url or default_url(self.root)
         self._engine, self._write_engine = make_engines(url)
         self._skip_nodes = q.SkipNodes()
         # A new database is created, and an older one brought up to date, through the
@@ -272,24 +273,34 @@ class Store:
             consumed_ratings=list(prepared.consumed),
             generator_config=checks.json_value(generator_config, "generator_config"),
         )
-        snapshot.images = self._put_objects(image_blobs, "images")
-        snapshot.thumbs = self._put_objects(thumb_blobs, "thumbs")
         with_tensors = {p.id: p.tensors for p in prepared.individuals if p.tensors}
-        tensors = dict(zip(with_tensors, self.objects.put_many(list(with_tensors.values())), strict=True))
+        fresh = [e for e in (*image_blobs, *thumb_blobs) if isinstance(e, bytes)]
+        # Every new object in one batch: one publish (two file-system syncs) per commit.
+        staged = self.objects.stage([*fresh, *with_tensors.values()])
+        try:
+            stored, known = iter(staged.shas), set(staged.shas)
+            snapshot.images = self._resolve_objects(image_blobs, stored, known, "images")
+            snapshot.thumbs = self._resolve_objects(thumb_blobs, stored, known, "thumbs")
+            tensors = dict(zip(with_tensors, stored, strict=True))
+        except BaseException:
+            self.objects.discard([staged])
+            raise
+        self.objects.publish([staged])
         with self._session(write=True) as s:
             generations.write(s, prepared, snapshot, tensors)
         self._skip_nodes.add(q.SkipNode(snapshot.id, snapshot.generation, snapshot.parent_id, snapshot.skip_id))
         return snapshot
 
-    def _put_objects(self, entries: Sequence[bytes | str], what: str) -> list[str]:
-        """Store the byte entries (all at once); hash entries must name objects already stored."""
-        fresh = [e for e in entries if isinstance(e, bytes)]
-        stored = iter(self.objects.put_many(fresh))
+    def _resolve_objects(
+        self, entries: Sequence[bytes | str], stored: Iterator[str], staged: set[str], what: str
+    ) -> list[str]:
+        """The object id of each entry: byte entries take the next of ``stored`` (their staged
+        sha256s, in order); hash entries must name objects already stored or staged."""
         out = []
         for entry in entries:
             if isinstance(entry, bytes):
                 out.append(next(stored))
-            elif self.objects.exists(entry):
+            elif entry in staged or self.objects.exists(entry):
                 out.append(entry)
             else:
                 raise StoreError(f"{what}: object {entry[:12]}... is not in the store")
@@ -304,14 +315,13 @@ class Store:
         with self._session() as s:
             row = q.branch(s, branch if isinstance(branch, str) else branch.id)
             head = q.head(s, row)
-            if isinstance(generation, bool) or not isinstance(generation, int):
-                raise StoreError(f"generation must be an integer, got {generation!r}")
+            generation = checks.integer(generation, "generation")
             if not 0 <= generation <= head.generation:
                 raise StoreError(
                     f"generation {generation} is out of range: branch {row.name!r} has "
                     f"generations 0..{head.generation}"
                 )
-            return q.ancestor(s, head, generation)
+            return q.ancestor(s, head, generation, partial(self._skip_nodes.get, s))
 
     def history(self, branch: Branch | str) -> list[Snapshot]:
         """Every snapshot from the root to the branch head, oldest first."""

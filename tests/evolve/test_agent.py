@@ -4,7 +4,9 @@ a learned taste as batch fitness, and a simulated rater whose hidden taste it mu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from evolve.fitness import FitnessError
 from evolve.session import RunSpec, Session
 from spark_runtime.image_codec import decode
 from spark_runtime.store import RatingInput, Store, StoreError
+from tests.evolve.conftest import spearman
 
 POP, SIZE = 8, 32
 
@@ -50,9 +53,22 @@ def rate_by_taste(session: Session, snapshot=None) -> None:
     )
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+class AgentRun(NamedTuple):
+    store: Store
+    session: Session
+    agent: Agent
+    head: Any  # generation 1, as ``evolve`` returned it
+
+
+@pytest.fixture
+def agent_run(tmp_path: Path) -> Iterator[AgentRun]:
+    """A run with the agent on (default settings): generation 0 rated by taste, then evolved."""
+    with Store(tmp_path) as store:
+        session = new_session(store)
+        agent = Agent.for_session(session)
+        rate_by_taste(session)
+        head = session.evolve()
+        yield AgentRun(store, session, agent, head)
 
 
 def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproducible(
@@ -86,12 +102,10 @@ def test_screening_shows_the_requested_number_from_k_times_more_and_is_reproduci
     assert a.population == b.population  # same store state, same generation
 
 
-def test_predictions_for_the_shown_generation_are_recorded_and_read_back(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    agent = Agent.for_session(session)
-    rate_by_taste(session)
-    head = session.evolve()
+def test_predictions_for_the_shown_generation_are_recorded_and_read_back(
+    agent_run: AgentRun,
+) -> None:
+    store, session, agent, head = agent_run
     record = head.settings["agent"]
     assert len(record["predicted"]) == len(record["std"]) == len(record["utility"]) == POP
     assert all(0.0 <= s <= 5.0 for s in record["predicted"])
@@ -114,7 +128,7 @@ def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(
     session.rate({2: 4})
     assert agent.fit(session).ratings == 3
     shown = []
-    head = session.evolve_live(on_image=lambda position, *_: shown.append(position))
+    head = session.evolve(on_image=lambda position, *_: shown.append(position))
     assert sorted(shown) == list(range(POP)) and len(head.settings["agent"]["predicted"]) == POP
 
 
@@ -136,12 +150,8 @@ def test_the_agent_learns_a_hidden_taste_from_a_simulated_rater(tmp_path: Path) 
     assert agent.agreement(session) > 0.6  # the rater's favourites were in the agent's top half
 
 
-def test_autopilot_evolves_on_its_own_as_ordinary_snapshots(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    agent = Agent.for_session(session)
-    rate_by_taste(session)
-    session.evolve()
+def test_autopilot_evolves_on_its_own_as_ordinary_snapshots(agent_run: AgentRun) -> None:
+    store, session, agent, _ = agent_run
     session.rate({0: 5})  # the person's own score on the head is kept, not overwritten
     before = session.head()
     learned = agent.fit(session).ratings
@@ -199,23 +209,19 @@ def test_a_run_scope_agent_learns_from_every_branch(tmp_path: Path) -> None:
     assert (branch_only.generations, whole_run.generations) == (1, 2)
 
 
-def test_agreement_is_nan_until_the_person_chooses_in_an_agent_generation(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    agent = Agent.for_session(session)
-    rate_by_taste(session)
-    session.evolve()
+def test_agreement_is_nan_until_the_person_chooses_in_an_agent_generation(
+    agent_run: AgentRun,
+) -> None:
+    _, session, agent, _ = agent_run
     assert math.isnan(agent.agreement(session))
     session.rate({}, picks={2: True})
     assert agent.agreement(session) in (0.0, 0.5, 1.0)
 
 
-def test_the_model_only_breaks_ties_between_equal_ratings(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    agent = Agent.for_session(session)
-    rate_by_taste(session)
-    session.evolve()
+def test_the_model_only_breaks_ties_between_equal_ratings(
+    agent_run: AgentRun, tmp_path: Path
+) -> None:
+    _, session, agent, _ = agent_run
     head = session.head()
     fitness = [3.0, 3.0, 3.0, 3.0, 1.0, 5.0, 0.0, 3.0]
     broken = agent.tie_break(session, head, fitness)
@@ -223,16 +229,15 @@ def test_the_model_only_breaks_ties_between_equal_ratings(tmp_path: Path) -> Non
     assert np.argsort(broken)[[0, 1, -1]].tolist() == [6, 4, 5]  # distinct ratings keep order
     tied = [0, 1, 2, 3, 7]
     assert sorted(tied, key=lambda i: broken[i]) == sorted(tied, key=lambda i: utility[i])
-    unrated = new_session(Store(tmp_path / "unrated"))
-    assert Agent().tie_break(unrated, unrated.head(), fitness) == fitness  # no opinion yet
+    with Store(tmp_path / "unrated") as other:
+        unrated = new_session(other)
+        assert Agent().tie_break(unrated, unrated.head(), fitness) == fitness  # no opinion yet
 
 
-def test_pairwise_choices_feed_the_model_and_the_next_pair_is_a_new_one(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    agent = Agent.for_session(session)
-    rate_by_taste(session)
-    session.evolve()
+def test_pairwise_choices_feed_the_model_and_the_next_pair_is_a_new_one(
+    agent_run: AgentRun,
+) -> None:
+    store, session, agent, _ = agent_run
     first = agent.suggest_pair(session)
     assert first[0] != first[1] and agent.suggest_pair(session) == first  # reproducible
     before = agent.fit(session).ratings

@@ -16,13 +16,9 @@ from evolve.preference import (
     comparisons_from_events,
     kendall_tau,
 )
+from tests.evolve.conftest import spearman
 
 D = len(FEATURE_NAMES)
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _world(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
@@ -54,7 +50,7 @@ def test_sixty_comparisons_rank_unseen_candidates_like_the_person(seed: int) -> 
     model = PreferenceModel.fit(features[train], _rater_pairs(utility, train, 60, rng))
     assert model.n_comparisons == 60
     mean, _ = model.predict(features[test])
-    assert _spearman(mean, utility[test]) > 0.6
+    assert spearman(mean, utility[test]) > 0.6
     assert kendall_tau(mean, utility[test]) > 0.45
 
 
@@ -71,7 +67,7 @@ def test_scored_generations_teach_taste_and_a_predicted_score_on_the_0_to_5_scal
     model = PreferenceModel.fit(features[np.concatenate(rows)], comps)
     test = np.arange(200, 400)
     mean, _ = model.predict(features[test])
-    assert _spearman(mean, utility[test]) > 0.6
+    assert spearman(mean, utility[test]) > 0.6
     predicted = model.score(features[test])
     assert predicted.min() >= 0.0 and predicted.max() <= 5.0
     # Candidates the person would love show a clearly higher predicted score.

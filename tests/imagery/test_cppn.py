@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from imagery.cppn import CPPN
 from imagery.protocol import Generator, GeneratorError
@@ -382,7 +383,6 @@ def test_rgb_and_hsv_colour_modes_differ() -> None:
 
 
 def test_asking_for_cuda_without_a_gpu_is_one_clear_line() -> None:
-    torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     generator = CPPN.from_config({"device": "cuda"})  # building stays cheap and device-free
@@ -391,8 +391,6 @@ def test_asking_for_cuda_without_a_gpu_is_one_clear_line() -> None:
 
 
 def test_rendering_leaves_torch_thread_setting_as_it_was(cppn: CPPN) -> None:
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

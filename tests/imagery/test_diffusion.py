@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from imagery.cppn import CPPN
 from imagery.diffusion import DiffusionGenerator
 from imagery.diffusion_genome import format_prompt, parse_prompt
 from imagery.protocol import TENSORS_KEY, Generator, GeneratorError
@@ -144,8 +145,7 @@ def test_rendering_leaves_global_random_state_alone(gen):
 
 
 def test_a_cppn_image_seeds_a_diffusion_genome(gen):
-    cppn_module = pytest.importorskip("imagery.cppn")
-    cppn = cppn_module.CPPN.from_config({})
+    cppn = CPPN.from_config({})
     rng = np.random.default_rng(10)
     picture = cppn.render(cppn.random(rng, 1), 64)[0]
     genome = gen.from_image(picture, rng, prompt="a stained glass window", strength=0.7)

@@ -36,7 +36,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def _error(config: dict, tmp_path: Path | None = None) -> str:
+def _error(config: dict) -> str:
     generator = DiffusionGenerator.from_config(config)  # cheap: nothing is read yet
     genomes = generator.random(np.random.default_rng(0), 1)
     with pytest.raises(GeneratorError) as info:

@@ -74,3 +74,8 @@ def fake_image(genome: dict[str, Any], size: int) -> Image.Image:
 
 def fake_genomes(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"value": start + i} for i in range(n)]
+
+
+def fake_values(images: Sequence[Image.Image]) -> list[int]:
+    """The genome values back from fake images (the red channel; values under 256)."""
+    return [im.getpixel((0, 0))[0] for im in images]

@@ -8,7 +8,7 @@ import pytest
 
 from spark_runtime.pool import SparkLost, SparkPool
 from spark_runtime.spark import InProcessSpark, SparkError
-from tests.spark_runtime.conftest import FAKE, fake_genomes
+from tests.spark_runtime.conftest import FAKE, fake_genomes, fake_values
 
 
 class ScriptedSpark:
@@ -38,15 +38,11 @@ class ScriptedSpark:
         self.closed = True
 
 
-def values(images):
-    return [im.getpixel((0, 0))[0] for im in images]
-
-
 def test_a_generation_is_split_across_the_sparks_and_comes_back_in_order():
     sparks = [ScriptedSpark(n) for n in "abc"]
     pool = SparkPool(sparks)
     images = pool.render(fake_genomes(10), 8)
-    assert values(images) == list(range(10))
+    assert fake_values(images) == list(range(10))
     assert pool.chunks(10) == [(0, 4), (4, 8), (8, 10)]
     assert sorted(v for s in sparks for call in s.calls for v in call) == list(range(10))
     assert all(len(s.calls) == 1 for s in sparks)
@@ -55,7 +51,7 @@ def test_a_generation_is_split_across_the_sparks_and_comes_back_in_order():
 def test_fixed_chunk_size_for_compiled_models():
     sparks = [ScriptedSpark("a"), ScriptedSpark("b")]
     pool = SparkPool(sparks, chunk_size=3)
-    assert values(pool.render(fake_genomes(7), 8)) == list(range(7))
+    assert fake_values(pool.render(fake_genomes(7), 8)) == list(range(7))
     assert sorted(len(call) for s in sparks for call in s.calls) == [1, 3, 3]
 
 
@@ -67,7 +63,7 @@ def test_a_lost_chunk_is_retried_on_another_spark_without_duplicates():
     threading.Timer(0.05, gate.set).start()
     seen = []
     images = pool.render(fake_genomes(6), 8, progress=lambda d, t: seen.append((d, t)))
-    assert values(images) == list(range(6))
+    assert fake_values(images) == list(range(6))
     assert pool.retries == 1
     assert a.calls == [[0, 1, 2]]
     assert b.calls == [[3, 4, 5], [0, 1, 2]]
@@ -86,7 +82,7 @@ def test_a_chunk_that_keeps_dying_fails_the_render_in_one_line():
 def test_one_spark_pool_retries_on_the_same_spark():
     spark = ScriptedSpark("only", lose=(1,))
     pool = SparkPool([spark])
-    assert values(pool.render(fake_genomes(3), 8)) == [0, 1, 2]
+    assert fake_values(pool.render(fake_genomes(3), 8)) == [0, 1, 2]
     assert spark.calls == [[0, 1, 2], [0, 1, 2]]
     assert pool.retries == 1
 

@@ -6,13 +6,12 @@ these tests cover what differs: opening by URL, and failures before anything is 
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from sqlalchemy import inspect
 
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.engine import default_url, make_engines, normalise_url, safe_url
+from tests.conftest import free_port
 
 
 def test_bare_postgresql_url_gets_the_installed_psycopg_driver():
@@ -52,7 +51,7 @@ def test_bad_database_urls_are_one_line_errors(tmp_path, url, message):
 
 
 def test_unreachable_server_names_it_without_the_password(tmp_path):
-    port = _closed_port()
+    port = free_port()  # nothing listens on it
     url = f"postgresql+psycopg://imagery:s3cret@127.0.0.1:{port}/nope"
     with pytest.raises(StoreError, match=rf"cannot connect to .*127\.0\.0\.1:{port}/nope") as info:
         Store(tmp_path / "s", db_url=url)
@@ -96,10 +95,3 @@ def test_store_on_postgresql_keeps_objects_in_the_folder_and_rows_in_the_server(
         assert again.get_snapshot(snap.id).rng_state == {"s": 2**100}
         assert again.current_scores(snap.id) == {1: 4.5}
         assert again.objects.get(snap.images[1]) == b"b"
-
-
-def _closed_port() -> int:
-    """A local port with nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -15,7 +15,7 @@ from spark_runtime.pool import SparkPool
 from spark_runtime.ray_spark import RayOptions, RaySpark
 from spark_runtime.spark import InProcessSpark, SparkError
 from spark_runtime.store import Store
-from tests.spark_runtime.conftest import FAKE, fake_genomes
+from tests.spark_runtime.conftest import FAKE, fake_genomes, fake_values
 from ui import cli
 
 pytestmark = pytest.mark.ray
@@ -26,10 +26,6 @@ def _kill_soon(pid: int, after_s: float) -> threading.Timer:
     timer = threading.Timer(after_s, os.kill, (pid, signal.SIGKILL))
     timer.start()
     return timer
-
-
-def values(images):
-    return [im.getpixel((0, 0))[0] for im in images]
 
 
 # First, while the cluster is still empty: the batch run takes an actor per free CPU.
@@ -65,7 +61,7 @@ def test_bad_config_fails_on_start_and_a_refused_genome_keeps_the_actor(steady):
         steady.render([{"bad": True}], 8)
     assert "\n" not in str(info.value)
     assert steady.pid() == pid
-    assert values(steady.render(fake_genomes(2), 8)) == [0, 1]
+    assert fake_values(steady.render(fake_genomes(2), 8)) == [0, 1]
 
 
 def test_ray_restarts_a_killed_actor_and_reruns_its_chunk(steady):
@@ -73,7 +69,7 @@ def test_ray_restarts_a_killed_actor_and_reruns_its_chunk(steady):
     timer = _kill_soon(pid, 0.15)
     images = steady.render(fake_genomes(3), 8)
     timer.join()
-    assert values(images) == [0, 1, 2]
+    assert fake_values(images) == [0, 1, 2]
     # Ray's own restart and retry: a new worker, and the spark never saw a failure.
     assert steady.pid() != pid and steady.restarts == 0
 
@@ -88,7 +84,7 @@ def test_when_ray_gives_up_the_pool_moves_the_chunk_to_another_actor(steady):
     timer.join()
     fragile.close()
     # Every image once, in order, although half the generation died with its actor.
-    assert values(images) == [0, 1, 2, 3]
+    assert fake_values(images) == [0, 1, 2, 3]
     assert pool.retries == 1 and fragile.restarts == 1
 
 

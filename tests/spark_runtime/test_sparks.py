@@ -150,19 +150,27 @@ def test_at_capacity_the_least_recently_used_idle_spark_makes_room():
     assert sorted(sparks.leased()) == ["b", "c"]
 
 
-def test_when_every_spark_is_rendering_a_new_session_waits_its_turn():
+def one_busy_spark(wait_timeout_s: float):
+    """A manager with one spark, rendering for session "a" (in ``busy``) until ``gate`` is set."""
     gate = threading.Event()
 
-    class Slow(TrackedSpark):
+    class Gated(TrackedSpark):
         def render(self, genomes, size, progress=None):
             gate.wait(5)
             return super().render(genomes, size, progress)
 
-    sparks = SessionSparks(factory=Slow, capacity=1, reap_interval_s=None, wait_timeout_s=5)
+    sparks = SessionSparks(
+        factory=Gated, capacity=1, reap_interval_s=None, wait_timeout_s=wait_timeout_s
+    )
     busy = threading.Thread(target=sparks.spark("a", FAKE, {}).render, args=(fake_genomes(1), 8))
     busy.start()
     while sparks.leased() != {"a": 1}:
         time.sleep(0.005)
+    return sparks, gate, busy
+
+
+def test_when_every_spark_is_rendering_a_new_session_waits_its_turn():
+    sparks, gate, busy = one_busy_spark(wait_timeout_s=5)
     waited = []
     second = threading.Thread(
         target=lambda: waited.append(sparks.spark("b", FAKE, {}).render(fake_genomes(1), 8))
@@ -177,18 +185,7 @@ def test_when_every_spark_is_rendering_a_new_session_waits_its_turn():
 
 
 def test_waiting_too_long_for_a_spark_is_a_one_line_error():
-    gate = threading.Event()
-
-    class Stuck(TrackedSpark):
-        def render(self, genomes, size, progress=None):
-            gate.wait(5)
-            return super().render(genomes, size, progress)
-
-    sparks = SessionSparks(factory=Stuck, capacity=1, reap_interval_s=None, wait_timeout_s=0.1)
-    busy = threading.Thread(target=sparks.spark("a", FAKE, {}).render, args=(fake_genomes(1), 8))
-    busy.start()
-    while sparks.leased() != {"a": 1}:
-        time.sleep(0.005)
+    sparks, gate, busy = one_busy_spark(wait_timeout_s=0.1)
     with pytest.raises(SparkError, match="all 1 sparks are busy rendering for other sessions"):
         sparks.spark("b", FAKE, {}).render(fake_genomes(1), 8)
     gate.set()
@@ -284,4 +281,7 @@ def test_render_pixels_are_the_images_pixels_with_or_without_the_generators_own(
     assert cppn.render_pixels([], 24).shape == (0, 24, 24, 3)
     fake = InProcessSpark(FAKE, {})  # no render_pixels of its own: made from its images
     assert not hasattr(fake.generator, "render_pixels")
-    assert np.array_equal(fake.render_pixels(fake_genomes(2), 16), np.stack([np.asarray(im) for im in fake.render(fake_genomes(2), 16)]))
+    assert np.array_equal(
+        fake.render_pixels(fake_genomes(2), 16),
+        np.stack([np.asarray(im) for im in fake.render(fake_genomes(2), 16)]),
+    )

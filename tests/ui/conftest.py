@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -12,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from spark_runtime.store import Store
-from ui import handlers
+from tests.conftest import free_port, unavailable
+from ui import api, handlers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -55,13 +57,15 @@ def run(wb: handlers.Workbench) -> dict[str, Any]:
     return handlers.create_run(wb, {**SMALL, "name": "small"})
 
 
+@pytest.fixture
+def client(wb: handlers.Workbench) -> TestClient:
+    """The API endpoints alone (no Gradio page) over the temp store's workbench."""
+    app = FastAPI()
+    api.install(app, wb)
+    return TestClient(app)
+
+
 # --- live server and browser (browser tests only) --------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     """The whole app (Gradio page + API) on a free port, in a thread, over a temp store."""
 
@@ -74,7 +78,7 @@ class LiveServer:
         self.store = Store(root)
         self.app = build_app(self.store)
         self.wb: handlers.Workbench = self.app.state.workbench
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -103,7 +107,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (make system-deps)")
+        unavailable(f"{CHROMIUM} is missing: install Debian's chromium package (make system-deps)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from evolve.agent import AGENT_SESSION
 from spark_runtime.store import Store
-from ui import agent_handlers, api, handlers
+from ui import agent_handlers, handlers
 from ui.agent_view import score_bands, screening
 from ui.handlers import USER_ERRORS, Conflict, UIError
 from ui.live import start_evolve
@@ -103,7 +102,12 @@ def test_ratings_refit_the_agent_in_the_background_so_enter_finds_it_ready(
 
     monkeypatch.setattr(agent_module.agent_data, "fit", counting)
     snap = _head(wb, run)["snapshot"]["id"]
-    _rate(wb, snap, {"position": 1, "kind": "score", "value": 5}, {"position": 3, "kind": "score", "value": 1})
+    _rate(
+        wb,
+        snap,
+        {"position": 1, "kind": "score", "value": 5},
+        {"position": 3, "kind": "score", "value": 1},
+    )
     wb._prefits.submit(lambda: None).result()  # the background fit has run
     assert len(fits) == 1
     _evolve(wb, run)
@@ -269,26 +273,31 @@ def test_autopilot_evolves_n_generations_then_hands_back(
     assert not wb.busy
 
 
-@pytest.mark.parametrize("n", [0, 101, "five", True, None, 2.5])
-def test_autopilot_with_a_bad_n_stores_nothing(
-    wb: handlers.Workbench, run: dict[str, Any], counts: Any, n: Any
+BAD_N = "'generations' must be a whole number from 1 to 100"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        *[({"generations": n}, BAD_N) for n in (0, 101, "five", True, None, 2.5)],
+        ({"generations": 2, "strength": 1.5}, "mutation strength"),
+        ({"generations": 2, "locks": ["tails"]}, "cannot lock 'tails'"),
+    ],
+)
+def test_a_bad_autopilot_request_stores_nothing(
+    wb: handlers.Workbench, run: dict[str, Any], counts: Any, extra: dict[str, Any], message: str
 ) -> None:
     head = _head(wb, run)["snapshot"]["id"]
     before = counts()
-    with pytest.raises(UIError, match="'generations' must be a whole number from 1 to 100"):
-        agent_handlers.start_autopilot(wb, _q(run, parent=head, generations=n))
+    with pytest.raises(UIError, match=message):
+        agent_handlers.start_autopilot(wb, _q(run, parent=head, **extra))
     assert counts() == before and not wb.busy
 
 
 def test_autopilot_uses_the_tabs_mutation_strength_and_locks(
-    wb: handlers.Workbench, run: dict[str, Any], store: Store, counts: Any
+    wb: handlers.Workbench, run: dict[str, Any], store: Store
 ) -> None:
     head = _head(wb, run)["snapshot"]["id"]
-    before = counts()
-    for bad, message in (({"strength": 1.5}, "mutation strength"), ({"locks": ["tails"]}, "cannot lock 'tails'")):
-        with pytest.raises(UIError, match=message):
-            agent_handlers.start_autopilot(wb, _q(run, parent=head, generations=2, **bad))
-    assert counts() == before and not wb.busy
     body = _q(run, parent=head, generations=2, strength=0.8, locks=["color"])
     assert [e["type"] for e in agent_handlers.start_autopilot(wb, body)][-1] == "done"
     branch = store.get_branch(run["run"])
@@ -327,13 +336,6 @@ def test_other_tabs_work_while_the_autopilot_flies(
 
 
 # --- over HTTP --------------------------------------------------------------------------------
-@pytest.fixture
-def client(wb: handlers.Workbench) -> TestClient:
-    app = FastAPI()
-    api.install(app, wb)
-    return TestClient(app)
-
-
 def test_agent_endpoints_over_http(
     client: TestClient, wb: handlers.Workbench, run: dict[str, Any], counts: Any
 ) -> None:

@@ -15,12 +15,12 @@ from evolve.agent import Agent, AgentConfig
 from evolve.export import read_metadata
 from evolve.session import RunSpec, Session
 from spark_runtime.store import Store
+from tests.ui.conftest import SMALL
 from ui import browse, handlers
 from ui.handlers import USER_ERRORS, Conflict, UIError
 from ui.live import start_evolve
 
 A, B = "tab-aaaa", "tab-bbbb"
-SMALL = {"generator": "cppn", "population": 8, "size": 32, "seed": 5}
 
 
 def _state(

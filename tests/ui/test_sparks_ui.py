@@ -9,10 +9,9 @@ import pytest
 
 from spark_runtime.sparks import SessionSparks
 from spark_runtime.store import Store
+from tests.ui.conftest import SMALL
 from ui import handlers
 from ui.live import start_evolve
-
-SMALL = {"generator": "cppn", "population": 8, "size": 32, "seed": 5}
 
 TABS = ("tab-one", "tab-two")
 
