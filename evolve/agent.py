@@ -125,9 +125,12 @@ class Agent:
     def _fit(self, session: Any, through: Any | None) -> Fitted:
         through = through or session.head()
         store = session.store
-        snapshots, live = self._training_snapshots(session, through)
+        # Inside an evolve, the session has just read the head and its ratings.
+        evolving = getattr(session, "evolving", None)
+        read = dict([evolving]) if evolving is not None and evolving[0] == through.id else {}
+        snapshots, live = self._training_snapshots(session, through, read)
         rated = agent_data.rated_snapshots(
-            store, snapshots, self.config.history, self._rated, live | {through.id}
+            store, snapshots, self.config.history, self._rated, live | {through.id}, read
         )
         key = tuple((r.snapshot.id, r.rating_ids) for r in rated)
         if key in self._fits:
@@ -152,11 +155,13 @@ class Agent:
             self._fits.popitem(last=False)
         return fitted
 
-    def _training_snapshots(self, session: Any, through: Any) -> tuple[list[Any], frozenset[str]]:
+    def _training_snapshots(
+        self, session: Any, through: Any, read: dict[str, Any]
+    ) -> tuple[list[Any], frozenset[str]]:
         """The snapshots to learn from, oldest first, and the ids of the branch heads among
-        them (whose ratings may still change)."""
+        them (whose ratings may still change). ``read``: the evolve's head read, if any."""
         store = session.store
-        history = self._history(store, session.branch.id)
+        history = self._history(store, session.branch.id, next(iter(read), None))
         ids = [s.id for s in history]
         heads = {s.id for s in history[-1:]}
         if through.id in ids:
@@ -180,10 +185,11 @@ class Agent:
         ordered = sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
         return ordered, frozenset(h for h in heads if h)
 
-    def _history(self, store: Any, branch_id: str) -> list[Any]:
+    def _history(self, store: Any, branch_id: str, head_id: str | None = None) -> list[Any]:
         """``store.history`` of a branch, root first, extended from the last one read when the
-        head has only moved on by a generation (snapshots never change: safe to keep)."""
-        head_id = store.get_branch_by_id(branch_id).head_snapshot_id
+        head has only moved on by a generation (snapshots never change: safe to keep).
+        ``head_id``: the branch head as just read, if known."""
+        head_id = head_id or store.get_branch_by_id(branch_id).head_snapshot_id
         if head_id is None:
             return []
         known = self._histories.get(head_id)
@@ -207,10 +213,7 @@ class Agent:
 
     def predict(self, session: Any, fitted: Fitted, candidates: Sequence[Candidate]) -> Prediction:
         """Predictions of ``fitted`` for candidates (rendered small if not seen before)."""
-        x = self.features.get(
-            [c.id for c in candidates], [c.genome for c in candidates], _renderer(session)
-        )
-        return _prediction(fitted, x)
+        return _prediction(fitted, self.features.candidate_rows(candidates, _renderer(session)))
 
     def predict_for_snapshot(self, session: Any, snapshot: Any | None = None) -> Prediction:
         """What the agent thinks of each position of a snapshot (default: the head).
@@ -362,7 +365,7 @@ class Agent:
                 scale=scale,
             )
             picked = [int(pool[i]) for i in chosen]
-            self.features.put([children[i].id for i in picked], x[picked])
+            self.features.defer([children[i] for i in picked], x[picked])
             return picked
 
         return choose, c.offspring_factor

@@ -58,9 +58,13 @@ class Fitted:
         return 5.0 / (1.0 + np.exp(-np.asarray(utility, dtype=np.float64) / self.spread))
 
 
-def person_group(store: Store, snapshot: Any) -> RatedSnapshot | None:
-    """The person's ratings of one snapshot, or None when they said nothing there."""
-    rows = [r for r in store.ratings(snapshot.id) if r.session != AGENT_SESSION]
+def person_group(store: Store, snapshot: Any, events: Sequence[Any] | None = None) -> RatedSnapshot | None:
+    """The person's ratings of one snapshot, or None when they said nothing there.
+
+    ``events``: the snapshot's rating events when the caller has just read them.
+    """
+    events = store.ratings(snapshot.id) if events is None else events
+    rows = [r for r in events if r.session != AGENT_SESSION]
     if not rows:
         return None
     pairs: list[tuple[int, int | None]] = []
@@ -91,6 +95,7 @@ def rated_snapshots(
     window: int,
     known: dict[str, RatedSnapshot | None] | None = None,
     live: frozenset[str] = frozenset(),
+    read: dict[str, Sequence[Any]] | None = None,
 ) -> list[RatedSnapshot]:
     """The newest ``window`` rated snapshots among ``snapshots`` (oldest first).
 
@@ -103,6 +108,7 @@ def rated_snapshots(
             ratings are settled, so only ``live`` snapshots are read again. Reading every
             generation each time would cost one query per generation of history.
         live: snapshot ids to read from the store even when ``known`` has them.
+        read: rating events the caller has just read, by snapshot id: used, not read again.
     """
     found: list[RatedSnapshot] = []
     for snapshot in reversed(snapshots):
@@ -111,7 +117,7 @@ def rated_snapshots(
         if known is not None and snapshot.id in known and snapshot.id not in live:
             rated = known[snapshot.id]
         else:
-            rated = person_group(store, snapshot)
+            rated = person_group(store, snapshot, (read or {}).get(snapshot.id))
             if known is not None:
                 known[snapshot.id] = rated
         if rated is not None:

@@ -133,6 +133,9 @@ class FeatureCache:
         self.maker = maker
         self.capacity = capacity
         self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Rows of screened children whose ids are not known yet: keyed by id() with the
+        # candidate kept alive, so an id() is never reused while its entry stands.
+        self._unnamed: dict[int, tuple[Any, np.ndarray]] = {}
         # Shared by the agents of every tab on a run, whose fits may run at once.
         self._lock = threading.RLock()
 
@@ -153,6 +156,8 @@ class FeatureCache:
             self._fill(wanted, render)
 
     def _fill(self, wanted: Sequence[tuple[Sequence[str], GenomeSource]], render: Render) -> None:
+        if self._unnamed and any(key not in self._rows for ids, _ in wanted for key in ids):
+            self._name_deferred()  # by now the commit has usually worked their ids out
         todo: dict[str, dict[str, Any]] = {}
         for ids, genomes in wanted:
             if all(key in self._rows or key in todo for key in ids):
@@ -178,13 +183,57 @@ class FeatureCache:
             return np.zeros((0, 0))
         return self.maker.rows(render(list(genomes), self.maker.size), genomes)
 
+    def defer(self, candidates: Sequence[Any], rows: np.ndarray) -> None:
+        """Keep rows for candidates (``evolve.engine.Candidate``) whose ids may not be known
+        yet; they are filed under their ids on the next lookup.
+
+        A child's id is a hash of its canonical JSON. The session's commit works it out
+        anyway, on its writer thread while the generation renders; asking for it here, in
+        the breeding step, would put that hashing in front of the render.
+        """
+        with self._lock:
+            for candidate, row in zip(candidates, rows, strict=True):
+                self._unnamed[id(candidate)] = (candidate, row)
+            if len(self._unnamed) > self.capacity:
+                self._name_deferred()
+
+    def candidate_rows(self, candidates: Sequence[Any], render: Render) -> np.ndarray:
+        """Rows for candidates in order: deferred rows by candidate, rows of candidates with
+        a known id by id, and the rest computed from their genomes (and deferred)."""
+        with self._lock:
+            rows: list[np.ndarray | None] = []
+            for c in candidates:
+                deferred = self._unnamed.get(id(c))
+                rows.append(None if deferred is None else deferred[1])
+            unnamed = [i for i, c in enumerate(candidates) if rows[i] is None and c.known_id is None]
+            if unnamed:
+                fresh = self.compute([candidates[i].genome for i in unnamed], render)
+                self.defer([candidates[i] for i in unnamed], fresh)
+                for i, row in zip(unnamed, fresh, strict=True):
+                    rows[i] = row
+            named = [i for i, row in enumerate(rows) if row is None]
+            if named:
+                ids = [candidates[i].id for i in named]
+                found = self.get(ids, [candidates[i].genome for i in named], render)
+                for i, row in zip(named, found, strict=True):
+                    rows[i] = row
+        return np.stack(rows) if rows else np.zeros((0, 0))
+
+    def _name_deferred(self) -> None:
+        pending, self._unnamed = self._unnamed, {}
+        if pending:
+            self._put([c.id for c, _ in pending.values()], [row for _, row in pending.values()])
+
     def put(self, ids: Sequence[str], rows: np.ndarray) -> None:
         with self._lock:
-            for key, row in zip(ids, rows, strict=True):
-                self._rows[key] = row
-                self._rows.move_to_end(key)
-            while len(self._rows) > self.capacity:
-                self._rows.popitem(last=False)
+            self._put(ids, rows)
+
+    def _put(self, ids: Sequence[str], rows: Sequence[np.ndarray] | np.ndarray) -> None:
+        for key, row in zip(ids, rows, strict=True):
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+        while len(self._rows) > self.capacity:
+            self._rows.popitem(last=False)
 
     def get(self, ids: Sequence[str], genomes: GenomeSource, render: Render) -> np.ndarray:
         """Rows for ``ids`` in order, rendering the missing ones first (see ``fill``)."""

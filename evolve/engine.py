@@ -113,6 +113,11 @@ class Candidate:
         return self._id
 
     @property
+    def known_id(self) -> str | None:
+        """The id if it has been worked out (or was given), else None; never hashes."""
+        return self._id
+
+    @property
     def identity(self) -> Identity | None:
         """The canonical JSON the id was hashed from, for the store (None: not known here)."""
         _ = self.id  # works both out if not known yet

@@ -113,6 +113,9 @@ class Session:
         self.agent: Any | None = None
         # (snapshot, candidates) of the generation this session committed last.
         self._last_commit: tuple[Any, list[Candidate]] | None = None
+        # While an evolve runs: the head snapshot id and its rating events as it read them,
+        # so the agent's hooks need not read them again.
+        self.evolving: tuple[str, list[Any]] | None = None
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -235,7 +238,11 @@ class Session:
         except EngineError as exc:
             raise SessionError(str(exc)) from None
         engine.ask()
-        children, extra = self._tell(engine, fitness, head, extra or {})
+        self.evolving = (head.id, rows)
+        try:
+            children, extra = self._tell(engine, fitness, head, extra or {})
+        finally:
+            self.evolving = None
         return self._commit(
             children,
             engine,

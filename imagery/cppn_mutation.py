@@ -23,6 +23,7 @@ from imagery.cppn_genome import (
     INPUT_IDS,
     OPERATORS,
     OUTPUT_IDS,
+    WEIGHT_LIMIT,
     _copy,
     _fresh_id,
     _gene,
@@ -81,11 +82,7 @@ def _link_count(g: Genome, locks: frozenset[str]) -> int:
     if "topology" in locks:
         return 0
     if not locks:
-        hidden = len(g["nodes"]) - len(OUTPUT_IDS)
-        # Node j of the hidden ones may take links from the inputs and the j hidden before
-        # it; each output from the inputs and every hidden node.
-        count = sum(len(INPUT_IDS) + j for j in range(hidden)) + len(OUTPUT_IDS) * (len(INPUT_IDS) + hidden)
-        return count - sum(1 for link in g["links"] if link["enabled"])
+        return _open_link_count(g, sum(1 for link in g["links"] if link["enabled"]))
     count, sources = 0, len(INPUT_IDS)
     open_dst: set[int] = set()
     for n in g["nodes"]:
@@ -111,8 +108,18 @@ def _perturb(
     draws = rng.random(len(genes)).tolist()
     share = 0.15 + 0.6 * strength
     chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < share] or [_pick(rng, genes)]
-    for kind, i in chosen:
-        target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
+    targets = [(g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias") for kind, i in chosen]
+    olds = np.array([target[key] for target, key in targets])
+    # All steps in one draw: the same stream as one draw per gene, unless a step is lost to
+    # clipping and must be drawn again; then the stream is rewound and drawn gene by gene.
+    state = rng.bit_generator.state
+    values = np.minimum(WEIGHT_LIMIT, np.maximum(-WEIGHT_LIMIT, olds + rng.normal(0.0, sigma, len(olds))))
+    if not np.any(values == olds):
+        for (target, key), value in zip(targets, values.tolist(), strict=True):
+            target[key] = value
+        return
+    rng.bit_generator.state = state
+    for target, key in targets:
         old = target[key]
         while target[key] == old:  # a step lost to clipping is drawn again
             target[key] = _gene(old + rng.normal(0.0, sigma))
@@ -164,8 +171,10 @@ def mutate(
         raise GeneratorError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
     locks = check_locks(locks)
     g = _copy(genome)
+    # Enabled links, kept up to date: splitting and adding a link each enable one more.
+    enabled = sum(1 for link in g["links"] if link["enabled"])
     for _ in range(1 + int(rng.binomial(3, strength))):
-        possible = _operator_counts(g, locks, max_nodes)
+        possible = _operator_counts(g, locks, max_nodes, enabled)
         names = [name for name in OPERATORS if possible[name]]
         if not names:
             break
@@ -174,8 +183,10 @@ def mutate(
             _perturb(g, rng, _perturb_candidates(g, locks), strength)
         elif name == "add_node":
             _split(g, rng, _pick(rng, _split_candidates(g, locks, max_nodes)))
+            enabled += 1
         elif name == "add_link":
             _add_link(g, rng, _nth_link_candidate(g, locks, int(rng.integers(possible[name]))))
+            enabled += 1
         else:
             _change_activation(g, rng, _pick(rng, _activation_candidates(g, locks)))
     return _trust(g)
@@ -201,18 +212,20 @@ def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[i
     Candidates run destination by destination in node order, each destination's sources in
     order (inputs first, then the hidden nodes before it).
     """
-    taken: dict[int, set[int]] = {}
+    # A valid genome joins a pair at most once, always from an earlier node: a destination
+    # has as many taken sources as enabled links into it. Only the one found is listed.
+    into: dict[int, int] = {}
     for link in g["links"]:
         if link["enabled"]:
-            taken.setdefault(link["dst"], set()).add(link["src"])
+            into[link["dst"]] = into.get(link["dst"], 0) + 1
     sources = list(INPUT_IDS)  # the nodes before the current one that may feed it
     for node in g["nodes"]:
         dst = node["id"]
         if _open_to(dst, locks, "topology"):
-            into = taken.get(dst, set())
-            count = len(sources) - len(into)
+            count = len(sources) - into.get(dst, 0)
             if index < count:
-                free = (src for src in sources if src not in into)
+                taken = {link["src"] for link in g["links"] if link["enabled"] and link["dst"] == dst}
+                free = (src for src in sources if src not in taken)
                 return next(itertools.islice(free, index, None)), dst
             index -= count
         if dst not in OUTPUT_IDS:
@@ -220,8 +233,9 @@ def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[i
     raise IndexError("link candidate index out of range")
 
 
-def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int) -> dict[str, int]:
-    """How many candidates each operator has (0: it cannot apply)."""
+def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int, enabled: int) -> dict[str, int]:
+    """How many candidates each operator has (0: it cannot apply); ``enabled`` is the number
+    of enabled links."""
     if locks:
         return {
             "perturb": len(_perturb_candidates(g, locks)),
@@ -229,11 +243,20 @@ def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int) -> dict[s
             "add_link": _link_count(g, locks),
             "change_activation": len(_activation_candidates(g, locks)),
         }
-    enabled = sum(1 for link in g["links"] if link["enabled"])
     room = len(g["nodes"]) - len(OUTPUT_IDS) < max_nodes
     return {
         "perturb": enabled + len(g["nodes"]),
         "add_node": enabled if room else 0,
-        "add_link": _link_count(g, locks),
+        "add_link": _open_link_count(g, enabled),
         "change_activation": len(g["nodes"]),
     }
+
+
+def _open_link_count(g: Genome, enabled: int) -> int:
+    """``_link_count`` with no locks, given the number of enabled links."""
+    hidden = len(g["nodes"]) - len(OUTPUT_IDS)
+    # Hidden node j may take links from the inputs and the j hidden nodes before it (the sum
+    # of 4 + j over j < hidden); each output from the inputs and every hidden node.
+    inputs = len(INPUT_IDS)
+    count = inputs * hidden + hidden * (hidden - 1) // 2 + len(OUTPUT_IDS) * (inputs + hidden)
+    return count - enabled

@@ -80,92 +80,141 @@ class _Packed:
     outputs: torch.Tensor  # [3 * B] rows of each genome's outputs, output-major
 
 
-def _incoming(genome: Genome) -> dict[int, list[tuple[int, float]]]:
-    """Enabled links into each node as (source, weight), in the genome's own link order."""
-    incoming: dict[int, list[tuple[int, float]]] = {}
-    for link in genome["links"]:
-        if link["enabled"]:
-            incoming.setdefault(link["dst"], []).append((link["src"], link["weight"]))
-    return incoming
+_ACTIVATION_INDEX = {name: i for i, name in enumerate(ACTIVATIONS)}
+# Sources of links from the inputs, which are shared rows 0..3: flat index -1 - input id.
+_INPUT_SOURCE = {nid: -1 - nid for nid in INPUT_IDS}
 
 
-def _depths(genome: Genome, incoming: dict[int, list[tuple[int, float]]]) -> dict[int, int]:
-    """Layer of each hidden node: 1 + the deepest hidden node feeding it (inputs are 0)."""
-    depth = dict.fromkeys(INPUT_IDS, 0)
-    for node in genome["nodes"][: -len(OUTPUT_IDS)]:
-        feeding = [depth[src] for src, _ in incoming.get(node["id"], ())]
-        depth[node["id"]] = 1 + max(feeding, default=0)
-    return depth
+@dataclass
+class _Flat:
+    """Every genome's nodes and enabled links as flat arrays over the whole batch."""
+
+    act: np.ndarray  # [nodes] activation index
+    bias: np.ndarray  # [nodes]
+    genome: np.ndarray  # [nodes] batch index of the node's genome
+    position: np.ndarray  # [nodes] the node's place in its genome's node list
+    ends: np.ndarray  # [genomes] one past each genome's last node (its outputs come last)
+    src: np.ndarray  # [links] flat node of the source, or -1 - input id
+    dst: np.ndarray  # [links] flat node of the destination
+    weight: np.ndarray  # [links]
 
 
-def _layer(start: int, members: list, incoming: list, rows: list, device: torch.device) -> _Layer:
-    """Build one layer from (activation index, genome, node order, node) members; ``rows[b]``
-    maps genome ``b``'s node ids to their rows and gains this layer's."""
-    # By activation, so each function is one block; (activation, genome, node order) is
-    # unique, so the tuples sort without ever comparing their node dicts.
-    members = sorted(members)
-    links, sources_of, weights_of = [], [], []
-    for i, (_, b, _, node) in enumerate(members):
-        genome_rows = rows[b]
-        genome_rows[node["id"]] = start + i
-        into = incoming[b].get(node["id"], ())
-        links.append(into)
-        sources_of.append([genome_rows[src] for src, _ in into])
-        weights_of.append([w for _, w in into])
-    fan_of = [-len(lk) for lk in links]
-    by_fan = sorted(range(len(members)), key=fan_of.__getitem__)  # most links first, stable
-    fans = [-fan_of[i] for i in by_fan]  # descending
-    counts, remaining = [], len(fans)
-    for k in range(fans[0] if fans else 0):
-        while fans[remaining - 1] <= k:  # rows with more than k links: a prefix of by_fan
-            remaining -= 1
-        counts.append(remaining)
-    # Term-major: term 0 of every row (in fan-in order), then term 1, ...: rows listed one
-    # after another, then stably sorted by term number.
-    fan_sizes = np.asarray(fans, dtype=np.int64)
-    starts = np.cumsum(fan_sizes) - fan_sizes
-    terms = np.arange(int(fan_sizes.sum())) - np.repeat(starts, fan_sizes)  # k of each link
-    term_major = np.argsort(terms, kind="stable")
-    chain = itertools.chain.from_iterable
-    sources = np.array(list(chain(sources_of[i] for i in by_fan)), dtype=np.int64)[term_major]
-    weights = np.array(list(chain(weights_of[i] for i in by_fan)), dtype=np.float64)[term_major]
-    order = np.empty(len(members), np.int64)
-    order[by_fan] = np.arange(len(members))
-    groups: list[tuple[str, int, int]] = []
-    for i, (act, *_) in enumerate(members):
-        if groups and groups[-1][0] == ACTIVATIONS[act]:
-            groups[-1] = (groups[-1][0], groups[-1][1], i + 1)
-        else:
-            groups.append((ACTIVATIONS[act], i, i + 1))
-    bias = [[members[i][3]["bias"]] for i in by_fan]
-    return _Layer(
-        start=start,
-        size=len(members),
-        counts=counts,
-        sources=torch.from_numpy(sources).to(device),
-        weights=torch.from_numpy(weights.astype(np.float32)).to(device).view(-1, 1),
-        bias=torch.tensor(bias, dtype=torch.float32, device=device),
-        order=torch.from_numpy(order).to(device),
-        groups=groups,
+def _flatten(genomes: Sequence[Genome]) -> _Flat:
+    """The one pass over the genome dicts; everything after it works on arrays."""
+    acts: list[int] = []
+    biases: list[float] = []
+    sizes: list[int] = []
+    srcs: list[int] = []
+    dsts: list[int] = []
+    weights: list[float] = []
+    act_index = _ACTIVATION_INDEX
+    for genome in genomes:
+        nodes = genome["nodes"]
+        base = len(acts)
+        where = {node["id"]: base + i for i, node in enumerate(nodes)}
+        where.update(_INPUT_SOURCE)
+        acts.extend([act_index[node["act"]] for node in nodes])
+        biases.extend([node["bias"] for node in nodes])
+        sizes.append(len(nodes))
+        # In the genome's own link order: a row's terms are summed in that order.
+        enabled = [link for link in genome["links"] if link["enabled"]]
+        srcs.extend([where[link["src"]] for link in enabled])
+        dsts.extend([where[link["dst"]] for link in enabled])
+        weights.extend([link["weight"] for link in enabled])
+    size = np.asarray(sizes, dtype=np.int64)
+    ends = np.cumsum(size)
+    genome_of = np.repeat(np.arange(len(genomes)), size)
+    return _Flat(
+        act=np.asarray(acts, dtype=np.int64),
+        bias=np.asarray(biases, dtype=np.float64),
+        genome=genome_of,
+        position=np.arange(len(acts)) - (ends - size)[genome_of],
+        ends=ends,
+        src=np.asarray(srcs, dtype=np.int64),
+        dst=np.asarray(dsts, dtype=np.int64),
+        weight=np.asarray(weights, dtype=np.float64),
     )
 
 
+def _levels(flat: _Flat) -> np.ndarray:
+    """Layer of every node: a hidden node's is its depth - 1, where its depth is 1 + the
+    deepest hidden node feeding it (inputs are 0); the outputs share the last layer."""
+    output = np.zeros(len(flat.act), dtype=bool)
+    for k in range(1, len(OUTPUT_IDS) + 1):
+        output[flat.ends - k] = True
+    from_hidden = flat.src >= 0
+    src, dst = flat.src[from_hidden], flat.dst[from_hidden]
+    depth = np.ones(len(flat.act), dtype=np.int64)
+    # Relax until nothing deepens: as many rounds as the longest chain of hidden nodes.
+    while True:
+        deeper = depth.copy()
+        np.maximum.at(deeper, dst, depth[src] + 1)
+        if np.array_equal(deeper, depth):
+            break
+        depth = deeper
+    hidden_depth = depth[~output]
+    last = int(hidden_depth.max()) if len(hidden_depth) else 0  # the outputs' layer
+    return np.where(output, last, depth - 1)
+
+
 def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
-    incoming = [_incoming(g) for g in genomes]
-    depths = [_depths(g, inc) for g, inc in zip(genomes, incoming, strict=True)]
-    levels = 1 + max(max(d.values()) for d in depths)  # hidden layers, then the outputs
-    members: list[list[tuple[int, int, int, dict]]] = [[] for _ in range(levels)]
-    for b, (genome, depth) in enumerate(zip(genomes, depths, strict=True)):
-        for order, node in enumerate(genome["nodes"]):
-            level = depth.get(node["id"], levels) - 1
-            members[level].append((ACTIVATIONS.index(node["act"]), b, order, node))
-    rows = [{nid: nid for nid in INPUT_IDS} for _ in genomes]
-    layers, start = [], len(INPUT_IDS)
-    for level in members:
-        layers.append(_layer(start, level, incoming, rows, device))
-        start += len(level)
-    outputs = [rows[b][out] for out in OUTPUT_IDS for b in range(len(genomes))]
-    return _Packed(start, layers, torch.tensor(outputs, device=device))
+    flat = _flatten(genomes)
+    count = len(flat.act)
+    first_row = len(INPUT_IDS)
+    level = _levels(flat)
+    # Rows: layer by layer; within a layer by activation (one block per function), then by
+    # genome and node order, which makes the layout a function of the batch alone.
+    member = np.lexsort((flat.position, flat.genome, flat.act, level))
+    row_of = np.empty(count, dtype=np.int64)
+    row_of[member] = np.arange(count)  # rows counted from the first after the inputs
+    layer_of = level[member]  # by row
+    sizes = np.bincount(layer_of)
+    starts = np.cumsum(sizes) - sizes
+    # Each link's source row, destination row, and term number k (its place among the
+    # enabled links into the same node, in the genome's link order).
+    src_row = np.where(flat.src < 0, -1 - flat.src, row_of[np.maximum(flat.src, 0)] + first_row)
+    dst_row = row_of[flat.dst]
+    by_dst = np.argsort(dst_row, kind="stable")
+    sorted_dst = dst_row[by_dst]
+    term = np.empty(len(dst_row), dtype=np.int64)
+    term[by_dst] = np.arange(len(dst_row)) - np.searchsorted(sorted_dst, sorted_dst, side="left")
+    fan = np.bincount(dst_row, minlength=count)
+    # Scratch rows: within each layer, most links first (stable in row order).
+    by_fan = np.lexsort((np.arange(count), -fan, layer_of))
+    scratch = np.empty(count, dtype=np.int64)
+    scratch[by_fan] = np.arange(count) - starts[layer_of[by_fan]]
+    # Term-major within a layer: term 0 of every row in scratch order, then term 1, ...
+    link_layer = layer_of[dst_row]
+    term_major = np.lexsort((scratch[dst_row], term, link_layer))
+    # One tensor each for the whole batch; the layers take views of them.
+    sources = torch.from_numpy(src_row[term_major]).to(device)
+    weights = torch.from_numpy(flat.weight[term_major].astype(np.float32)).to(device).view(-1, 1)
+    bias = torch.from_numpy(flat.bias[member][by_fan].astype(np.float32)).to(device).view(-1, 1)
+    order = torch.from_numpy(scratch).to(device)
+    act_by_row = flat.act[member]
+    link_starts = [0, *np.cumsum(np.bincount(link_layer, minlength=len(sizes))).tolist()]
+    layers = []
+    for index, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+        end = start + size
+        fans = fan[start:end]
+        counts = np.count_nonzero(fans[None, :] > np.arange(fans.max())[:, None], axis=1).tolist()
+        acts = act_by_row[start:end]
+        cuts = [0, *(np.flatnonzero(acts[1:] != acts[:-1]) + 1).tolist(), size]
+        links = slice(link_starts[index], link_starts[index + 1])
+        layers.append(
+            _Layer(
+                start=first_row + start,
+                size=size,
+                counts=counts,
+                sources=sources[links],
+                weights=weights[links],
+                bias=bias[start:end],
+                order=order[start:end],
+                groups=[(ACTIVATIONS[int(acts[a])], a, b) for a, b in itertools.pairwise(cuts)],
+            )
+        )
+    outputs = flat.ends[None, :] - len(OUTPUT_IDS) + np.arange(len(OUTPUT_IDS))[:, None]
+    return _Packed(first_row + count, layers, torch.from_numpy(row_of[outputs].ravel() + first_row).to(device))
 
 
 def _coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:

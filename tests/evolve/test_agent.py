@@ -117,6 +117,42 @@ def test_predictions_for_the_shown_generation_are_recorded_and_read_back(
     assert not first.recorded and set(first.scores) == {2.5}
 
 
+def test_the_agents_hooks_leave_hashing_to_the_commit_and_reread_no_ratings(
+    agent_run: AgentRun,
+) -> None:
+    store, session, agent, _ = agent_run
+    rate_by_taste(session)
+    agent.prefit(session)  # as the UI does while the person rates
+    reads: list[str] = []
+    real_ratings = store.ratings
+
+    def counted(snapshot_id: str, *args: Any, **kwargs: Any) -> list:
+        reads.append(snapshot_id)
+        return real_ratings(snapshot_id, *args, **kwargs)
+
+    store.ratings = counted  # type: ignore[method-assign]
+    record = agent.record
+    unhashed: list[int] = []
+
+    def spy(s: Session, head: Any, population: list[Candidate]) -> dict:
+        entry = record(s, head, population)
+        # Children and newcomers: ids are hashed by the commit, on its writer thread.
+        unhashed.append(sum(c.known_id is None for c in population))
+        return entry
+
+    agent.record = spy  # type: ignore[method-assign]
+    head = session.evolve()
+    assert reads == []  # the evolve's own read of the head's ratings served the agent
+    assert unhashed and unhashed[0] >= POP - 2  # all but the 2 elites
+    assert len(head.settings["agent"]["predicted"]) == POP
+
+    def never(*_: Any) -> Any:
+        pytest.fail("rows of the shown generation should be known by id, without a render")
+
+    rows = agent.features.get(head.population, never, never)
+    assert rows.shape[0] == POP
+
+
 def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(
     tmp_path: Path,
 ) -> None:

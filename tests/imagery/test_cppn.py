@@ -345,6 +345,53 @@ def test_batch_render_equals_single_renders_bit_for_bit(cppn: CPPN) -> None:
     assert cppn.render([], size) == []
 
 
+def test_batches_mixing_flat_and_deep_genomes_render_as_alone(cppn: CPPN) -> None:
+    deep = _evolved(cppn, seed=41, n=4, rounds=12)
+    flat = {  # no hidden nodes: the outputs read the inputs directly
+        "kind": "cppn",
+        "version": 1,
+        "nodes": [{"id": out, "act": "sin", "bias": 0.1 * out} for out in (4, 5, 6)],
+        "links": [
+            {"src": 0, "dst": 4, "weight": 2.0, "enabled": True},
+            {"src": 1, "dst": 5, "weight": -1.5, "enabled": True},
+            {"src": 2, "dst": 4, "weight": 0.5, "enabled": False},
+        ],
+    }
+    idle = copy.deepcopy(deep[0])  # a hidden node left with no enabled input
+    for link in idle["links"]:
+        if link["dst"] == idle["nodes"][0]["id"]:
+            link["enabled"] = False
+    population = [flat, *deep, idle, flat]
+    batch = cppn.render(population, 40)
+    for genome, image in zip(population, batch, strict=True):
+        assert np.array_equal(_pixels(image), _pixels(cppn.render([genome], 40)[0]))
+
+
+def test_perturbing_draws_the_same_stream_as_one_draw_per_gene(cppn: CPPN) -> None:
+    from imagery import cppn_mutation
+
+    def gene_by_gene(g: dict, rng: np.random.Generator, genes: list, strength: float) -> None:
+        draws = rng.random(len(genes)).tolist()
+        chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < 0.15 + 0.6 * strength]
+        for kind, i in chosen or [genes[int(rng.integers(len(genes)))]]:
+            target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
+            old = target[key]
+            while target[key] == old:  # a step lost to clipping is drawn again
+                target[key] = min(8.0, max(-8.0, float(old + rng.normal(0.0, 0.15 + 1.1 * strength))))
+
+    pinned = copy.deepcopy(_evolved(cppn, seed=42, n=1, rounds=6)[0])
+    for link in pinned["links"]:
+        link["weight"] = 8.0  # every step up is lost to clipping and drawn again
+    for genome in (_evolved(cppn, seed=43, n=1, rounds=6)[0], pinned):
+        genes = cppn_mutation._perturb_candidates(genome, frozenset())
+        for seed in range(20):
+            fast, slow = copy.deepcopy(genome), copy.deepcopy(genome)
+            rng_fast, rng_slow = np.random.default_rng(seed), np.random.default_rng(seed)
+            cppn_mutation._perturb(fast, rng_fast, genes, 0.8)
+            gene_by_gene(slow, rng_slow, genes, 0.8)
+            assert fast == slow and rng_fast.random() == rng_slow.random()
+
+
 def test_thumbnail_and_full_size_are_the_same_picture(cppn: CPPN) -> None:
     population = _evolved(cppn, seed=50, n=4, rounds=3)
     thumbs = cppn.render(population, 48)
