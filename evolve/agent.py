@@ -36,7 +36,7 @@ from evolve.agent_pilot import autopilot
 from evolve.embeddings import make_extractor
 from evolve.engine import Candidate, Screen
 from evolve.screening import agreement as _agreement
-from evolve.screening import screen
+from evolve.screening import far_from, screen
 
 __all__ = [
     "AGENT_SESSION",
@@ -350,7 +350,7 @@ class Agent:
                     return [every[i] for i in kept]
 
                 parents = self.features.get(ids, genomes, render)
-                far = _far_from(x[:, cols], parents[:, cols], scale, c.min_distance)
+                far = far_from(x[:, cols], parents[:, cols], c.min_distance, scale)
                 if far.sum() >= places:
                     pool = np.flatnonzero(far)
             chosen = screen(
@@ -422,18 +422,6 @@ def _prediction(fitted: Fitted, x: np.ndarray) -> Prediction:
         std=tuple(float(v) for v in std),
         comparisons=fitted.model.n_comparisons,
     )
-
-
-def _far_from(
-    x: np.ndarray, kept: np.ndarray, scale: np.ndarray | None, distance: float
-) -> np.ndarray:
-    """Which rows of ``x`` are not near-duplicates of any row of ``kept`` (the measure of
-    ``screening.screen``: RMS feature difference in units of each feature's spread)."""
-    spread = x.std(axis=0) if scale is None else scale
-    spread = np.where(spread > 1e-12, spread, 1.0)
-    diff = (x[:, None, :] - kept[None, :, :]) / spread
-    nearest = np.sqrt(np.mean(diff * diff, axis=2)).min(axis=1)
-    return (nearest >= distance) & (nearest > 0)
 
 
 def _chosen(rated: RatedSnapshot) -> list[int]:

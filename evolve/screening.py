@@ -153,7 +153,32 @@ def _check(mean: np.ndarray, std: np.ndarray, features: np.ndarray) -> tuple[np.
     return mean, std, x
 
 
+def far_from(
+    features: np.ndarray,
+    others: np.ndarray,
+    min_distance: float = MIN_DISTANCE,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Which rows of ``features`` are not near-duplicates of any row of ``others``, by the
+    measure of ``screen`` (``scale`` default: the spread among ``features``).
+
+    Returns:
+        A boolean mask over the rows of ``features``.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(others, dtype=np.float64)
+    if len(y) == 0:
+        return np.ones(len(x), dtype=bool)
+    diff = (x[:, None, :] - y[None, :, :]) / _spread(x, scale)
+    nearest = np.sqrt(np.mean(diff * diff, axis=2)).min(axis=1)
+    return (nearest >= min_distance) & (nearest > 0)
+
+
 def _normalised(x: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    return x / _spread(x, scale)
+
+
+def _spread(x: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     if scale is None:
         spread = x.std(axis=0) if len(x) else np.ones(x.shape[1])
     else:
@@ -161,5 +186,4 @@ def _normalised(x: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
         if spread.shape != (x.shape[1],) or not np.all(np.isfinite(spread)):
             raise ValueError(f"scale must be a finite vector of length {x.shape[1]}")
     # A feature that does not vary here cannot tell candidates apart; scale 1 keeps it inert.
-    spread = np.where(spread > 1e-12, spread, 1.0)
-    return x / spread
+    return np.where(spread > 1e-12, spread, 1.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evolve.preference import PreferenceModel
-from evolve.screening import agreement, screen
+from evolve.screening import agreement, far_from, screen
 
 
 def _rms(z: np.ndarray, i: int, j: int) -> float:
@@ -71,6 +71,15 @@ def test_near_duplicates_are_never_shown_together() -> None:
     assert len(set(cluster[shown].tolist())) == 8
     z = x / x.std(axis=0)
     assert min(_rms(z, i, j) for i in shown for j in shown if i < j) >= 0.1
+
+
+def test_far_from_marks_the_rows_that_copy_none_of_the_others() -> None:
+    rng = np.random.default_rng(5)
+    x = _clusters(rng, n_clusters=6, copies=2)  # rows 2c and 2c + 1 look alike
+    kept = x[[0, 4]]  # one of clusters 0 and 2
+    far = far_from(x, kept)
+    assert far.tolist() == [c not in (0, 2) for c in np.arange(12) // 2]
+    assert far_from(x, x[:0]).all()  # nothing kept: nothing is a copy
 
 
 def test_too_few_distinct_candidates_still_fill_the_grid_with_the_most_different() -> None:
