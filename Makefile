@@ -45,6 +45,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(PY) bench/cppn_render.py
 	$(PY) bench/fork.py
+	$(PY) bench/history.py
 	$(PY) bench/sparks.py
 	$(PY) bench/diffusion.py
 	$(PY) bench/ui_latency.py

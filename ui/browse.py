@@ -22,8 +22,10 @@ def history(wb: Workbench, query: Mapping[str, Any]) -> list[dict[str, Any]]:
     run = wb.store.get_run(text(query, "run"))
     branch = wb.store.get_branch(run.id, text(query, "branch", "main"))
     out = []
-    for snap in wb.store.history(branch):
-        rows = wb.store.ratings(snap.id)
+    snapshots = wb.store.history(branch)
+    ratings = wb.store.ratings_of([snap.id for snap in snapshots])  # one read, not one a generation
+    for snap in snapshots:
+        rows = ratings[snap.id]
         picks = sorted(fold_picks(rows))
         out.append(
             {

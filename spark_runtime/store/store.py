@@ -35,6 +35,9 @@ from spark_runtime.store.ratings import (
     pair_outcomes,
 )
 
+# Snapshot ids bound in one IN (...) list: well under SQLite's and PostgreSQL's limits.
+_IDS_PER_QUERY = 500
+
 
 def _one_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
@@ -429,6 +432,20 @@ class Store:
             if session is not None:
                 stmt = stmt.where(Rating.session == session)
             return list(s.scalars(stmt.order_by(Rating.id)))
+
+    def ratings_of(self, snapshot_ids: Sequence[str]) -> dict[str, list[Rating]]:
+        """The rating events of many snapshots at once (oldest first for each), by snapshot
+        id; one read however long the branch, where ``ratings`` per snapshot would be one
+        query per generation. Unknown ids just have no events."""
+        found: dict[str, list[Rating]] = {sid: [] for sid in snapshot_ids}
+        wanted = list(found)
+        with self._session() as s:
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                part = wanted[start : start + _IDS_PER_QUERY]
+                stmt = select(Rating).where(Rating.snapshot_id.in_(part)).order_by(Rating.id)
+                for row in s.scalars(stmt):
+                    found[row.snapshot_id].append(row)
+        return found
 
     def head_ratings(self, branch_id: str) -> tuple[Branch, list[Rating]]:
         """A branch and the rating events of its head (none without a head), in one read."""

@@ -465,6 +465,17 @@ def test_bad_ratings_store_nothing(store):
     assert store.current_scores(snap.id) == {0: 1.0}
 
 
+def test_ratings_of_many_snapshots_come_in_one_read(store, monkeypatch):
+    main = store.get_branch(new_run(store).id)
+    g0 = commit(store, main, None, "main")
+    store.add_ratings(g0.id, [RatingInput("score", 0, 4), RatingInput("pick", 1)], "ann")
+    store.add_ratings(g0.id, [RatingInput("score", 0, 2)], "bob")
+    monkeypatch.setattr("spark_runtime.store.store._IDS_PER_QUERY", 1)  # chunks still join up
+    found = store.ratings_of([g0.id, "unknown"])
+    assert [(r.kind, r.session) for r in found[g0.id]] == [(r.kind, r.session) for r in store.ratings(g0.id)]
+    assert found["unknown"] == [] and store.ratings_of([]) == {}
+
+
 def test_consumed_ratings_are_recorded(store):
     main = store.get_branch(new_run(store).id)
     g0 = commit(store, main, None, "main")

@@ -1,0 +1,57 @@
+"""The history strip of a long branch: its ratings read in one query against one a generation.
+
+Builds a branch of ``--generations`` generations straight through the store (``fork.py``'s
+chain: small population, fake image bytes, no rendering), rates two candidates of each, then
+times ``browse.history``'s read of every generation's ratings both ways, interleaved:
+``Store.ratings`` per snapshot (what the strip did) and one ``Store.ratings_of``. Prints the
+medians and their ratio; both give the same events.
+
+    python bench/history.py [--generations 300] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.fork import build_chain  # noqa: E402
+from spark_runtime.store import RatingInput, Store  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generations", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp)) as store:
+        snapshots = store.history(build_chain(store, args.generations, "bench-history"))
+        for snap in snapshots:
+            store.add_ratings(snap.id, [RatingInput("score", 0, 5), RatingInput("pick", 1)], "ann")
+        ids = [snap.id for snap in snapshots]
+        each: list[float] = []
+        once: list[float] = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            one_by_one = {sid: store.ratings(sid) for sid in ids}
+            each.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            together = store.ratings_of(ids)
+            once.append(time.perf_counter() - start)
+        assert {k: [r.id for r in v] for k, v in one_by_one.items()} == {
+            k: [r.id for r in v] for k, v in together.items()
+        }
+    slow, fast = statistics.median(each), statistics.median(once)
+    print(f"ratings of a {len(ids)}-generation branch (SQLite), median of {args.repeats}:")
+    print(f"  one query a generation  {slow * 1000:8.1f} ms")
+    print(f"  one read for all        {fast * 1000:8.1f} ms")
+    print(f"  ratio {slow / fast:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
