@@ -50,6 +50,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/diffusion.py
 	$(PY) bench/ui_latency.py
 	$(PY) bench/steering.py
+	$(PY) bench/agent_cost.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
