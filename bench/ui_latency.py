@@ -9,6 +9,14 @@
 2. A score key press to its rating row committed in the store (read by a separate database
    connection): p50 and p95 over ``--presses`` presses, one at a time. Target: p95 <= 100 ms.
    Then a burst of the same number of presses typed without waiting: all must arrive.
+3. With ``--agent-rounds N``: what the agent's first pass adds to a generation as the person
+   sees it. Two runs of the same spec, one tab each (own browser profile), the agent off in
+   one and at k = 4 (the UI default) in the other, N generations each in alternation, Enter
+   pressed right after the last rating (so the background refit may still be running). The
+   runs show different pictures, so each generation's time beyond its own pure render is
+   compared; the difference of the medians is printed against the plain Enter->last image.
+
+Parts 1 and 2 run with the UI's default agent setting (k = 4).
 
 The browser is Debian's Chromium (``/usr/bin/chromium``) driven by Playwright; the server is
 the real app (Gradio page + API) on a free port with a temp store.
@@ -16,7 +24,7 @@ the real app (Gradio page + API) on a free port with a temp store.
 Usage::
 
     python bench/ui_latency.py [--population 16] [--size 256] [--rounds 5] [--presses 50]
-                               [--screenshot docs/screenshot.png]
+                               [--agent-rounds 20] [--screenshot docs/screenshot.png]
 """
 
 from __future__ import annotations
@@ -71,34 +79,68 @@ def evolve_rounds(
     generator = build_generator(run.target, run.generator_config)
     out = []
     for i in range(rounds):
-        # A few decisions first, as a person would make; then Enter.
-        page.keyboard.press(str(1 + i % 5))
-        page.keyboard.press("ArrowRight")
-        page.keyboard.press(" ")
-        page.wait_for_function(
-            "() => { const d = window.Imagery.debug(); return !d.rendering && d.unsaved === 0; }"
-        )
-        seen = page.evaluate("() => window.Imagery.debug().perf.length")
-        page.keyboard.press("Enter")
-        page.wait_for_function(
-            "n => window.Imagery.debug().perf.length > n", arg=seen, timeout=60_000
-        )
-        page.wait_for_function("() => !window.Imagery.debug().rendering", timeout=60_000)
-        entry = page.evaluate("() => window.Imagery.debug().perf.at(-1)")
-        ui_s = (entry["visible"] - entry["start"]) / 1000.0
-        committed = [t for kind, t in entry["trace"] if kind == "done"]
-        head = store.get_snapshot(store.get_branch(run.id).head_snapshot_id)
-        genomes = store.genomes(head)
-        render_s = statistics.median(
-            _render_in_thread(generator, genomes, run.size) for _ in range(3)
-        )
-        out.append((ui_s, render_s, committed[0] / 1000.0 if committed else float("nan")))
+        ui_s, render_s, committed_s = evolve_round(page, store, run, generator, i)
+        out.append((ui_s, render_s, committed_s))
         verdict = "met" if ui_s <= 1.25 * render_s + 0.150 else "missed"
         print(
             f"  round {i + 1}: Enter->last thumbnail {ui_s * 1000:6.1f} ms, pure render {render_s * 1000:6.1f} ms, ratio {ui_s / render_s:4.2f}, 1.25x render + 150 ms {verdict}",
             flush=True,
         )
     return out
+
+
+def evolve_round(page: Any, store: Store, run: Any, generator: Any, i: int) -> tuple[float, float, float]:
+    """One generation from the keyboard; see ``evolve_rounds``."""
+    # A few decisions first, as a person would make; then Enter at once (so a background
+    # refit of the agent, if on, may still be running).
+    page.keyboard.press(str(1 + i % 5))
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press(" ")
+    page.wait_for_function(
+        "() => { const d = window.Imagery.debug(); return !d.rendering && d.unsaved === 0; }"
+    )
+    seen = page.evaluate("() => window.Imagery.debug().perf.length")
+    page.keyboard.press("Enter")
+    page.wait_for_function("n => window.Imagery.debug().perf.length > n", arg=seen, timeout=60_000)
+    page.wait_for_function("() => !window.Imagery.debug().rendering", timeout=60_000)
+    entry = page.evaluate("() => window.Imagery.debug().perf.at(-1)")
+    ui_s = (entry["visible"] - entry["start"]) / 1000.0
+    committed = [t for kind, t in entry["trace"] if kind == "done"]
+    head = store.get_snapshot(store.get_branch(run.id).head_snapshot_id)
+    genomes = store.genomes(head)
+    render_s = statistics.median(_render_in_thread(generator, genomes, run.size) for _ in range(3))
+    return ui_s, render_s, committed[0] / 1000.0 if committed else float("nan")
+
+
+def agent_in_the_ui(browser: Any, url: str, wb: Any, store: Store, form: dict, rounds: int) -> None:
+    """Enter to the last image with the agent's first pass off and at the UI's default k, in
+    alternating rounds on two runs of the same spec (each in its own browser profile)."""
+    tabs = {}
+    for label, k in (("agent off", 0), ("agent k=4", 4)):
+        made = handlers.create_run(wb, {**form, "name": f"bench-{k}"})
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_init_script(f"sessionStorage.setItem('imagery.agentK', '{k}')")
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("() => window.Imagery && document.querySelector('.im-top')")
+        page.evaluate("r => window.Imagery.open(r, 'main')", made["run"])
+        page.wait_for_function(ALL_SHOWN, arg=form["population"], timeout=60_000)
+        assert page.evaluate("() => window.Imagery.debug().agent.k") == k
+        run = store.get_run(made["run"])
+        tabs[label] = (page, run, build_generator(run.target, run.generator_config), [])
+    for i in range(rounds):
+        for page, run, generator, results in tabs.values():
+            results.append(evolve_round(page, store, run, generator, i))
+    print(f"agent in the UI: {rounds} alternating generations each, Enter right after the last rating")
+    extra = {}
+    for label, (_, _, _, results) in tabs.items():
+        ui_med = statistics.median(r[0] for r in results)
+        # The two runs show different pictures: what the generation adds to its own render.
+        extra[label] = statistics.median(r[0] - r[1] for r in results)
+        print(f"  {label}: Enter->last thumbnail median {ui_med * 1000:6.1f} ms, beyond its render {extra[label] * 1000:6.1f} ms")
+    plain = statistics.median(r[0] for r in tabs["agent off"][3])
+    added = extra["agent k=4"] - extra["agent off"]
+    print(f"  the agent adds {added * 1000:.1f} ms = {added / plain:.2f} of the plain Enter->last thumbnail")
 
 
 def _render_in_thread(generator: Any, genomes: list[Any], size: int) -> float:
@@ -195,6 +237,10 @@ def main() -> int:
     parser.add_argument("--presses", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--screenshot", type=Path)
+    parser.add_argument(
+        "--agent-rounds", type=int, default=0,
+        help="also time generations with the agent off and at k=4, alternating, this many each",
+    )
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         print(f"needs {CHROMIUM}: apt-get install chromium", file=sys.stderr)
@@ -225,7 +271,8 @@ def main() -> int:
             page.wait_for_function(ALL_SHOWN, arg=args.population, timeout=60_000)
 
             print(
-                f"CPPN population {args.population} at {args.size} px, {args.rounds} generations (cpu count {os.cpu_count()})"
+                f"CPPN population {args.population} at {args.size} px, {args.rounds} generations (cpu count {os.cpu_count()}), "
+                f"agent first pass k={page.evaluate('() => window.Imagery.debug().agent.k')} (the UI default)"
             )
             rounds = evolve_rounds(page, store, run, args.rounds)
             ui_med = statistics.median(r[0] for r in rounds)
@@ -253,6 +300,8 @@ def main() -> int:
             print(
                 f"burst of {args.presses} presses without waiting: {arrived}/{args.presses} committed in {burst * 1000:.0f} ms"
             )
+            if args.agent_rounds:
+                agent_in_the_ui(browser, url, wb, store, form, args.agent_rounds)
             if args.screenshot:
                 screenshot(browser, url, made["run"], args.screenshot)
             browser.close()
