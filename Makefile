@@ -48,7 +48,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/history.py
 	$(PY) bench/sparks.py
 	$(PY) bench/diffusion.py
-	$(PY) bench/ui_latency.py
+	$(PY) bench/ui_latency.py --agent-rounds 20
 	$(PY) bench/steering.py
 	$(PY) bench/agent_cost.py
 
