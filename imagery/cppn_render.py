@@ -20,6 +20,7 @@ pixel's value depend on where it sits in the tensor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from imagery.protocol import Genome, ProgressCallback
 PRE_LIMIT = 32.0  # clamp on a node's summed input: keeps every value finite and bounded
 _ALIGN = 64  # chunk lengths are multiples of this
 _CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}  # rows x pixels held per chunk
+_KEPT_COORDINATES_MAX = 1 << 20  # pixels (16 MB of coordinates) up to which they are cached
 
 
 def activate_(name: str, x: torch.Tensor) -> None:
@@ -218,7 +220,21 @@ def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
 
 
 def _coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:
-    """x, y, d, bias for every pixel (row-major, padded to ``length``), x and y in [-1, 1]."""
+    """x, y, d, bias for every pixel (row-major, padded to ``length``), x and y in [-1, 1].
+
+    Up to a megapixel, kept for the next calls (read-only): a generation renders in several
+    batches at one size, and the agent's small renders all share theirs."""
+    if length <= _KEPT_COORDINATES_MAX:
+        return _kept_coordinates(size, length, device)
+    return _new_coordinates(size, length, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:
+    return _new_coordinates(size, length, device)
+
+
+def _new_coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:
     # Pixel centres, so any resolution samples the same continuous picture.
     axis = (torch.arange(size, device=device).float() * 2.0 + 1.0) / size - 1.0
     coords = torch.ones(4, length, device=device)
