@@ -368,18 +368,25 @@ class Session:
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
-        positions: dict[str, list[int]] = {}
+        # Candidates whose ids are known (elites, carried over) are grouped by id, so the
+        # parent's images serve them. New children have no id yet: hashing their genomes
+        # here would hold up the render, so each renders as it is and the writer works its
+        # id out (an exact copy of another genome just renders twice, to the same bytes).
+        groups: dict[Any, tuple[Candidate, list[int]]] = {}
         for position, c in enumerate(population):
-            positions.setdefault(c.id, []).append(position)
+            key = c.known_id if c.known_id is not None else position
+            groups.setdefault(key, (c, []))[1].append(position)
         stored: dict[str, tuple[str, str]] = {}
         if parent is not None:
             for cid, image_sha, thumb_sha in zip(parent.population, parent.images, parent.thumbs, strict=True):
-                if cid in positions and cid not in stored:
+                if cid in groups and cid not in stored:
                     stored[cid] = (image_sha, thumb_sha)
-                    for position in positions[cid]:
+                    for position in groups[cid][1]:
                         announce(position, None, thumb_sha)
-        unique = [c for c in {c.id: c for c in population}.values() if c.id not in stored]
-        done = total - sum(len(positions[c.id]) for c in unique)
+        todo = [group for key, group in groups.items() if key not in stored]
+        positions = {id(c): places for c, places in todo}
+        unique = [c for c, _ in todo]
+        done = total - sum(len(places) for _, places in todo)
         jobs: list[tuple[Future[tuple[str, tuple[str, str], StagedObjects]], Candidate, Any]] = []
         staged: list[tuple[str, tuple[str, str], StagedObjects]] = []
         side: Future[T] | None = None
@@ -394,9 +401,9 @@ class Session:
                     rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
                 except GeneratorError as exc:
                     raise SessionError(str(exc)) from None
-                done += sum(len(positions[c.id]) for c in part)
+                done += sum(len(positions[id(c)]) for c in part)
                 for c, image in zip(part, rendered, strict=True):
-                    for position in positions[c.id]:
+                    for position in positions[id(c)]:
                         announce(position, image, None)
                 side = side or _WRITER.submit(background)
                 jobs += [(_WRITER.submit(self._store_image, c, im), c, im) for c, im in zip(part, rendered, strict=True)]

@@ -127,6 +127,30 @@ def test_elites_are_not_rendered_twice(tmp_path: Path) -> None:
     assert calls and sum(calls) <= POP - 2  # every batch together: the 2 elites never render
 
 
+def test_the_render_starts_before_any_new_genome_is_hashed(tmp_path: Path, monkeypatch) -> None:
+    from evolve import engine
+
+    session = new_session(Store(tmp_path))
+    events = []
+    real_render, real_identify = session.spark.render, engine.identify
+
+    def render(genomes, size, progress=None):
+        events.append("render")
+        return real_render(genomes, size, progress)
+
+    def identify(genome):
+        events.append("hash")
+        return real_identify(genome)
+
+    session.spark.render = render  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "identify", identify)
+    session.rate({0: 5, 1: 4})
+    head = session.evolve()
+    # The children's ids are worked out on the writer thread, while the render runs.
+    assert events[0] == "render" and "hash" in events
+    assert len(set(head.population)) == POP and len(head.images) == POP
+
+
 CRASH_SCRIPT = """
 import sys
 from evolve.fitness import NoveltyFitness
