@@ -63,10 +63,10 @@ class TimedAgent(Agent):
     def spent(self) -> float:
         return sum(self.stages.values())
 
-    def tie_break(self, session, head, fitness):  # type: ignore[no-untyped-def]
+    def tie_break(self, session, head, fitness, ratings=None):  # type: ignore[no-untyped-def]
         start = time.perf_counter()  # the first call of a generation: it fits the model
         try:
-            return super().tie_break(session, head, fitness)
+            return super().tie_break(session, head, fitness, ratings)
         finally:
             self.stages["fit+ties"] += time.perf_counter() - start
 

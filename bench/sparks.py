@@ -56,8 +56,7 @@ def throughput(genomes: list[dict], size: int, repeats: int) -> None:
         for count in (1, 2, 4)
     }
     for pool in pools.values():
-        for spark in pool.sparks:
-            spark.launch()
+        pool.launch()
     local = InProcessSpark(CPPN, {})
     renders = {"in-process": local.render, **{f"process:{c}": p.render for c, p in pools.items()}}
     times: dict[str, list[float]] = {name: [] for name in renders}

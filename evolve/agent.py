@@ -21,7 +21,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from evolve.agent_features import FeatureCache, FeatureMaker
 from evolve.agent_fitness import PreferenceFitness
 from evolve.agent_pilot import autopilot
 from evolve.embeddings import make_extractor
-from evolve.engine import Candidate, Screen
+from evolve.engine import Candidate, Screen, elite_indices
 from evolve.screening import agreement as _agreement
 from evolve.screening import far_from, screen
 
@@ -115,20 +115,22 @@ class Agent:
         if branch.head_snapshot_id is not None:
             self.fit(session, session.store.get_snapshot(branch.head_snapshot_id))
 
-    def fit(self, session: Any, through: Any | None = None) -> Fitted:
+    def fit(self, session: Any, through: Any | None = None, ratings: Sequence[Any] | None = None) -> Fitted:
         """The model fitted on the person's ratings of ``through`` (default: the head) and
-        the generations before it; with ``scope="run"``, also of the run's other branches."""
+        the generations before it; with ``scope="run"``, also of the run's other branches.
+
+        ``ratings``: the rating events of ``through`` as an ``evolve`` has just read them
+        with the branch, ``through`` being its head; they are not read again.
+        """
         # One fit at a time: a background prefit and an evolve's hooks share the caches.
         with self._lock:
-            return self._fit(session, through)
+            return self._fit(session, through, ratings)
 
-    def _fit(self, session: Any, through: Any | None) -> Fitted:
+    def _fit(self, session: Any, through: Any | None, ratings: Sequence[Any] | None) -> Fitted:
         through = through or session.head()
         store = session.store
-        # Inside an evolve, the session has just read the head and its ratings.
-        evolving = getattr(session, "evolving", None)
-        read = dict([evolving]) if evolving is not None and evolving[0] == through.id else {}
-        snapshots, live = self._training_snapshots(session, through, read)
+        read = {} if ratings is None else {through.id: ratings}
+        snapshots, live = self._training_snapshots(session, through, through.id if read else None)
         rated = agent_data.rated_snapshots(
             store, snapshots, self.config.history, self._rated, live | {through.id}, read
         )
@@ -150,18 +152,20 @@ class Agent:
         self._fits[key] = fitted
         if len(self._comparisons) > 2 * self.config.history:
             used = set(key)
-            self._comparisons = {k: v for k, v in self._comparisons.items() if k in used}
+            # In place: an agent made by ``with_config`` shares this memo.
+            for stale in [k for k in self._comparisons if k not in used]:
+                del self._comparisons[stale]
         while len(self._fits) > _FITS_KEPT:
             self._fits.popitem(last=False)
         return fitted
 
     def _training_snapshots(
-        self, session: Any, through: Any, read: dict[str, Any]
+        self, session: Any, through: Any, head_id: str | None = None
     ) -> tuple[list[Any], frozenset[str]]:
         """The snapshots to learn from, oldest first, and the ids of the branch heads among
-        them (whose ratings may still change). ``read``: the evolve's head read, if any."""
+        them (whose ratings may still change). ``head_id``: the branch head, if just read."""
         store = session.store
-        history = self._history(store, session.branch.id, next(iter(read), None))
+        history = self._history(store, session.branch.id, head_id)
         ids = [s.id for s in history]
         heads = {s.id for s in history[-1:]}
         if through.id in ids:
@@ -203,10 +207,10 @@ class Agent:
         self._histories.move_to_end(head_id)
         return list(known)
 
-    def _fit_for(self, session: Any, head: Any) -> Fitted:
+    def _fit_for(self, session: Any, head: Any, ratings: Sequence[Any] | None = None) -> Fitted:
         """The fit for breeding from ``head``, made once per ``evolve`` (its hooks share it)."""
         if self._pending is None or self._pending[0] != head.id:
-            self._pending = (head.id, self.fit(session, head))
+            self._pending = (head.id, self.fit(session, head, ratings))
         return self._pending[1]
 
     # ---- predicting ---------------------------------------------------------------------
@@ -233,6 +237,12 @@ class Agent:
         x = self.features.get(snapshot.population, _genomes(store, snapshot), _renderer(session))
         return _prediction(fitted, x)
 
+    def utility(self, session: Any, snapshot: Any, fitted: Fitted) -> np.ndarray:
+        """The predicted utility of each position of a stored snapshot (mean only)."""
+        x = self.features.get(snapshot.population, _genomes(session.store, snapshot), _renderer(session))
+        with single_blas_thread():
+            return fitted.model.utility(x)
+
     def agreement(self, session: Any, last: int | None = None) -> float:
         """How often the person's choices fell in the agent's top half of what it showed.
 
@@ -242,14 +252,14 @@ class Agent:
         0.5 is chance. NaN until the person has chosen something in a generation the agent made.
         """
         hits, count = 0.0, 0
-        history = self._history(session.store, session.branch.id)
-        made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
-        live = frozenset(s.id for s in history[-1:])  # the head's ratings may still change
-        for snapshot in made[-last:] if last else made:
-            rated = agent_data.rated_snapshots(session.store, [snapshot], 1, self._rated, live)
-            if not rated:
-                continue
-            chosen = _chosen(rated[0])
+        with self._lock:  # the memos are shared with background fits
+            history = self._history(session.store, session.branch.id)
+            made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
+            made = made[-last:] if last else made
+            live = frozenset(s.id for s in history[-1:])  # the head's ratings may still change
+            rated = agent_data.rated_snapshots(session.store, made, len(made), self._rated, live)
+        for group in rated:
+            snapshot, chosen = group.snapshot, _chosen(group)
             if chosen:
                 utility = np.asarray(snapshot.settings["agent"]["utility"], dtype=np.float64)
                 hits += _agreement(chosen, utility) * len(chosen)
@@ -267,10 +277,29 @@ class Agent:
         Raises:
             AgentError: the generation has fewer than two distinct candidates.
         """
+        return self.suggest_pairs(session, snapshot)[0]
+
+    def suggest_pairs(
+        self,
+        session: Any,
+        snapshot: Any | None = None,
+        count: int = 1,
+        compared: Iterable[tuple[int, int]] | None = None,
+    ) -> list[tuple[int, int]]:
+        """The next ``count`` pairs ``suggest_pair`` would name, each one imagined compared
+        before the next is chosen (which pair comes next depends on which pairs were
+        compared, not on who won, so the whole queue is known now).
+
+        Args:
+            compared: the position pairs compared so far in the snapshot (default: those
+                stored); a caller adds the ones decided but not stored yet.
+        """
         snapshot = snapshot or session.head()
         prediction = self.predict_for_snapshot(session, snapshot)
         u, s = np.asarray(prediction.utility), np.asarray(prediction.std)
-        done = {frozenset((p.first, p.second)) for p in session.store.pairs(snapshot.id)}
+        if compared is None:
+            compared = [(p.first, p.second) for p in session.store.pairs(snapshot.id)]
+        done = {frozenset(p) for p in compared}
         pairs = [
             (a, b)
             for a in range(len(u))
@@ -279,32 +308,37 @@ class Agent:
         ]
         if not pairs:
             raise AgentError("pairwise mode needs at least two different candidates")
-        fresh = [p for p in pairs if frozenset(p) not in done] or pairs
 
         def doubt(pair: tuple[int, int]) -> float:
             a, b = pair
             return abs(u[a] - u[b]) / max(float(np.hypot(s[a], s[b])), 1e-9)
 
-        return min(fresh, key=doubt)
+        out = []
+        for _ in range(count):
+            fresh = [p for p in pairs if frozenset(p) not in done] or pairs
+            out.append(min(fresh, key=doubt))
+            done.add(frozenset(out[-1]))
+        return out
 
     # ---- the session hooks --------------------------------------------------------------
 
-    def tie_break(self, session: Any, head: Any, fitness: Sequence[float]) -> list[float]:
+    def tie_break(
+        self, session: Any, head: Any, fitness: Sequence[float], ratings: Sequence[Any] | None = None
+    ) -> list[float]:
         """The head's fitness with equal values put in the order the model predicts.
 
         Whole-star ratings tie often, and ties make selection a coin toss. The model's order
         is added as less than half the smallest gap between distinct values, so it never
         overrides what the person said; without ratings nothing changes. It is the first of
-        the session's hooks in an ``evolve``, so it fits afresh; the others reuse that fit.
+        the session's hooks in an ``evolve``, so it fits afresh (on ``ratings``, the head's
+        rating events as the evolve read them, if given); the others reuse that fit.
         """
         values = np.asarray(fitness, dtype=np.float64)
         self._pending = None
-        fitted = self._fit_for(session, head)
+        fitted = self._fit_for(session, head, ratings)
         if not fitted.model.is_fitted or len(values) < 2:
             return values.tolist()
-        x = self.features.get(head.population, _genomes(session.store, head), _renderer(session))
-        with single_blas_thread():
-            utility = fitted.model.utility(x)
+        utility = self.utility(session, head, fitted)
         distinct = np.unique(values)
         gap = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
         rank = np.argsort(np.argsort(utility, kind="stable"), kind="stable") / len(values)
@@ -328,10 +362,7 @@ class Agent:
         """
         fitted = self._fit_for(session, head)
         c = self.config
-        kept: list[int] = []
-        if fitness is not None and elite > 0:
-            # The engine keeps its elites by a stable sort on fitness: the same ones.
-            kept = [int(i) for i in np.argsort(-np.asarray(fitness), kind="stable")[:elite]]
+        kept = elite_indices(fitness, elite) if fitness is not None else []  # the engine's choice
 
         def choose(children: Sequence[Candidate], places: int) -> list[int]:
             render = _renderer(session)
@@ -343,13 +374,7 @@ class Agent:
             scale = None if fitted.model.scale is None else fitted.model.scale[cols]
             pool = np.arange(len(children))
             if kept:
-                ids = [head.population[i] for i in kept]
-
-                def genomes() -> list[dict[str, Any]]:
-                    every = session.store.genomes(head)
-                    return [every[i] for i in kept]
-
-                parents = self.features.get(ids, genomes, render)
+                parents = self.features.get(head.population, _genomes(session.store, head), render)[kept]
                 far = far_from(x[:, cols], parents[:, cols], c.min_distance, scale)
                 if far.sum() >= places:
                     pool = np.flatnonzero(far)

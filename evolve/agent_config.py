@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evolve.agent_features import LAYOUT_GRID
 from evolve.screening import MIN_DISTANCE
 from evolve.session import SessionError
 
@@ -20,14 +21,17 @@ class AgentError(SessionError):
     """Bad agent settings or request; the message is one line for the user."""
 
 
+MAX_OFFSPRING_FACTOR = 64
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """How the agent screens and learns.
 
     The defaults were tuned with ``bench/steering.py`` and timed with ``bench/agent_cost.py``:
     features of 16 px renders match those of the full pictures closely for CPPN and cost
-    half as much to render as 32 px; genome features cost about 0.5 ms a candidate and did
-    not help steering, so they are off unless asked for; 16 generations of history bound the
+    less to render than 32 px; genome features add to every candidate's cost and did not
+    help steering, so they are off unless asked for; 16 generations of history bound the
     time of a fit (the population moves on, and old comparisons say little about it).
 
     Attributes:
@@ -53,13 +57,15 @@ class AgentConfig:
     history: int = 16
     scope: str = "branch"
     extractor: str = "stats"
-    layout: int = 4
+    layout: int = LAYOUT_GRID
     genome: bool = False
 
     def __post_init__(self) -> None:
         k = self.offspring_factor
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
-            raise AgentError(f"offspring factor k must be a whole number from 1 to 64, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_OFFSPRING_FACTOR:
+            raise AgentError(
+                f"offspring factor k must be a whole number from 1 to {MAX_OFFSPRING_FACTOR}, got {k!r}"
+            )
         if not 0.0 <= self.explore <= 1.0:
             raise AgentError(f"explore share must be within 0..1, got {self.explore!r}")
         size = self.feature_size

@@ -145,7 +145,7 @@ def fit(
     if not rated:
         return Fitted(PreferenceModel(l2=l2, extractor=extractor), 1.0, 0, 0)
     x = np.concatenate([features(r) for r in rated])
-    comparisons = _stacked([_comparisons(r, memo) for r in rated], [r.group.n for r in rated])
+    comparisons = _stacked([_comparisons(r, memo) for r in rated])
     with single_blas_thread():
         model = PreferenceModel.fit(x, comparisons, l2=l2, extractor=extractor)
         utility = model.utility(x)
@@ -170,10 +170,10 @@ def _comparisons(
     return found
 
 
-def _stacked(parts: Sequence[Comparisons], sizes: Sequence[int]) -> Comparisons:
+def _stacked(parts: Sequence[Comparisons]) -> Comparisons:
     """One generation's comparisons after another, rows offset as ``comparisons_from_events``
-    would number them."""
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    would number them (each part has a score slot per candidate of its generation)."""
+    offsets = np.concatenate([[0], np.cumsum([len(p.scores) for p in parts])[:-1]]).astype(np.int64)
     return Comparisons(
         winners=np.concatenate([p.winners + o for p, o in zip(parts, offsets, strict=True)]),
         losers=np.concatenate([p.losers + o for p, o in zip(parts, offsets, strict=True)]),

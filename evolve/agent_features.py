@@ -170,15 +170,11 @@ class FeatureCache:
             return
         keys = list(todo)
         images = render([todo[k] for k in keys], self.maker.size)
-        rows = self.maker.rows(images, [todo[k] for k in keys])
-        for key, row in zip(keys, rows, strict=True):
-            self._rows[key] = row
-        while len(self._rows) > self.capacity:
-            self._rows.popitem(last=False)
+        self._put(keys, self.maker.rows(images, [todo[k] for k in keys]))
 
     def compute(self, genomes: Sequence[dict[str, Any]], render: Render) -> np.ndarray:
         """Rows for genomes with no id yet (bred children), with one batched render; not kept
-        (``put`` the ones that turn out to matter)."""
+        (``defer`` the ones that turn out to matter)."""
         if not genomes:
             return np.zeros((0, 0))
         return self.maker.rows(render(list(genomes), self.maker.size), genomes)
@@ -223,10 +219,6 @@ class FeatureCache:
         pending, self._unnamed = self._unnamed, {}
         if pending:
             self._put([c.id for c, _ in pending.values()], [row for _, row in pending.values()])
-
-    def put(self, ids: Sequence[str], rows: np.ndarray) -> None:
-        with self._lock:
-            self._put(ids, rows)
 
     def _put(self, ids: Sequence[str], rows: Sequence[np.ndarray] | np.ndarray) -> None:
         for key, row in zip(ids, rows, strict=True):

@@ -8,18 +8,15 @@ scores: ``agent_data.person_group`` leaves them out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from evolve.agent_blas import single_blas_thread
 from evolve.agent_config import AgentError
 from evolve.agent_data import AGENT_SESSION, person_group
+from evolve.session import Progress
 from spark_runtime.store import RatingInput
 
 if TYPE_CHECKING:
     from evolve.agent import Agent
-
-Progress = Callable[[int, int], None]
 
 
 def autopilot(
@@ -62,14 +59,7 @@ def autopilot(
         for done in range(generations):
             head = session.head()
             fitted = pilot.fit(session, head)
-            candidates = session.candidates(head)
-            x = pilot.features.get(
-                [c.id for c in candidates],
-                [c.genome for c in candidates],
-                lambda genomes, size: session.spark.render(list(genomes), size),
-            )
-            with single_blas_thread():
-                utility = fitted.model.utility(x)
+            utility = pilot.utility(session, head, fitted)
             scored = person_group(session.store, head)
             taken = set(scored.group.scores) if scored else set()
             events = [

@@ -92,14 +92,13 @@ class Candidate:
         id: str | None = None,
         genome: dict[str, Any] | None = None,
         parent_ids: Sequence[str] = (),
-        identity: Identity | None = None,
     ) -> None:
         if genome is None:
             raise TypeError("a candidate needs a genome")
         self.genome = genome
         self.parent_ids = tuple(parent_ids)
-        self._identity = identity
-        self._id = identity.id if identity is not None and id is None else id
+        self._identity: Identity | None = None
+        self._id = id
 
     @classmethod
     def of(cls, genome: dict[str, Any], parent_ids: Sequence[str] = ()) -> Candidate:
@@ -133,6 +132,12 @@ class Candidate:
 
     def __repr__(self) -> str:
         return f"Candidate(id={self.id[:12]!r}, parent_ids={self.parent_ids!r})"
+
+
+def elite_indices(fitness: Sequence[float] | np.ndarray, count: int) -> list[int]:
+    """The ``count`` fittest positions, fittest first; equals keep their display order, so
+    the choice is deterministic. The engine keeps these; the agent reads the same choice."""
+    return [int(i) for i in np.argsort(-np.asarray(fitness, dtype=np.float64), kind="stable")[:count]]
 
 
 def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
@@ -244,10 +249,8 @@ class Engine:
         child_count = n - elite_count - newcomer_count
         bred_count = child_count * factor
         with _seeded_random(self.rng):
-            # selBest is stable for ties: keeps display order among equals, so it is deterministic.
-            elites = tools.selBest(pool, elite_count)
             parents = tools.selTournament(pool, 2 * bred_count, tournsize=s.tournament_size)
-        next_population = [self._population[e[0]] for e in elites]
+        next_population = [self._population[i] for i in elite_indices(values, elite_count)]
         children = []
         for i in range(bred_count):
             first = self._population[parents[2 * i][0]]

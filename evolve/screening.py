@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["agreement", "screen"]
+__all__ = ["agreement", "far_from", "screen"]
 
 #: Default near-duplicate threshold: RMS distance, in units of each feature's spread.
 MIN_DISTANCE = 0.1

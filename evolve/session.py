@@ -27,6 +27,9 @@ from spark_runtime.store.objects import StagedObjects
 from spark_runtime.store.ratings import fold_picks, fold_scores
 
 T = TypeVar("T")
+# New images of a generation render in this many calls; each finished batch is encoded and
+# written while the next renders (see ``_batches``).
+RENDER_BATCHES = 3
 Progress = Callable[[int, int], None]
 # Writer threads check the genomes against the store for the commit, and encode and stage
 # each rendered batch while the next one renders (the PNG and JPEG encoders release the
@@ -113,9 +116,6 @@ class Session:
         self.agent: Any | None = None
         # (snapshot, candidates) of the generation this session committed last.
         self._last_commit: tuple[Any, list[Candidate]] | None = None
-        # While an evolve runs: the head snapshot id and its rating events as it read them,
-        # so the agent's hooks need not read them again.
-        self.evolving: tuple[str, list[Any]] | None = None
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -182,11 +182,9 @@ class Session:
 
     def candidates(self, snapshot: Any | None = None) -> list[Candidate]:
         snapshot = snapshot or self.head()
-        genomes = self.store.genomes(snapshot)
-        rows = self.store.get_individuals(snapshot.population)
         return [
-            Candidate(id=i, genome=g, parent_ids=tuple(rows[i].parents))
-            for i, g in zip(snapshot.population, genomes, strict=True)
+            Candidate(id=i, genome=g, parent_ids=tuple(parents))
+            for i, g, parents in self.store.population(snapshot)
         ]
 
     # --- rating -------------------------------------------------------------------------
@@ -208,7 +206,7 @@ class Session:
         progress: Progress | None = None,
         extra: dict[str, Any] | None = None,
         on_image: OnImage | None = None,
-        chunks: int = 3,
+        chunks: int = RENDER_BATCHES,
     ) -> Any:
         """Tell the head's ratings (or explicit fitness), render and commit the next generation.
 
@@ -238,11 +236,7 @@ class Session:
         except EngineError as exc:
             raise SessionError(str(exc)) from None
         engine.ask()
-        self.evolving = (head.id, rows)
-        try:
-            children, extra = self._tell(engine, fitness, head, extra or {})
-        finally:
-            self.evolving = None
+        children, extra = self._tell(engine, fitness, head, rows, extra or {})
         return self._commit(
             children,
             engine,
@@ -297,13 +291,16 @@ class Session:
         genomes = self.store.genomes(head)
         return head, [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
 
-    def _tell(self, engine: Engine, fitness: Sequence[float], head: Any, extra: dict[str, Any]) -> tuple[list[Candidate], dict[str, Any]]:
+    def _tell(
+        self, engine: Engine, fitness: Sequence[float], head: Any, ratings: list[Any], extra: dict[str, Any]
+    ) -> tuple[list[Candidate], dict[str, Any]]:
         """``engine.tell``, screened by the agent when one is attached; its predictions for
-        the new generation go into the snapshot settings under ``"agent"``."""
+        the new generation go into the snapshot settings under ``"agent"``. ``ratings``: the
+        head's rating events as ``evolve`` read them (the agent learns from them too)."""
         if self.agent is None:
             return engine.tell(fitness), extra
         # Equal ratings say nothing about order: the agent's model breaks those ties only.
-        fitness = self.agent.tie_break(self, head, fitness)
+        fitness = self.agent.tie_break(self, head, fitness, ratings)
         # The fitness and elite count tell the agent which parents stay on screen.
         screen, factor = self.agent.screener(self, head, fitness=fitness, elite=engine.settings.elite)
         children = engine.tell(fitness, screen=screen, offspring_factor=factor)
@@ -319,7 +316,7 @@ class Session:
         extra: dict[str, Any],
         progress: Progress | None,
         on_image: OnImage | None = None,
-        chunks: int = 3,
+        chunks: int = RENDER_BATCHES,
     ) -> Any:
         def prepare() -> Any:
             return self.store.prepare_generation(
@@ -384,29 +381,27 @@ class Session:
                     for position in groups[cid][1]:
                         announce(position, None, thumb_sha)
         todo = [group for key, group in groups.items() if key not in stored]
-        positions = {id(c): places for c, places in todo}
-        unique = [c for c, _ in todo]
         done = total - sum(len(places) for _, places in todo)
         jobs: list[tuple[Future[tuple[str, tuple[str, str], StagedObjects]], Candidate, Any]] = []
         staged: list[tuple[str, tuple[str, str], StagedObjects]] = []
         side: Future[T] | None = None
         try:
-            for part in _batches(unique, chunks):
+            for part in _batches(todo, chunks):
 
                 def chunk_progress(d: int, _t: int, offset: int = done) -> None:
                     if progress:
                         progress(min(total, offset + d), total)
 
                 try:
-                    rendered = self.spark.render([c.genome for c in part], self.run.size, progress=chunk_progress)
+                    rendered = self.spark.render([c.genome for c, _ in part], self.run.size, progress=chunk_progress)
                 except GeneratorError as exc:
                     raise SessionError(str(exc)) from None
-                done += sum(len(positions[id(c)]) for c in part)
-                for c, image in zip(part, rendered, strict=True):
-                    for position in positions[id(c)]:
+                done += sum(len(places) for _, places in part)
+                for (_, places), image in zip(part, rendered, strict=True):
+                    for position in places:
                         announce(position, image, None)
                 side = side or _WRITER.submit(background)
-                jobs += [(_WRITER.submit(self._store_image, c, im), c, im) for c, im in zip(part, rendered, strict=True)]
+                jobs += [(_WRITER.submit(self._store_image, c, im), c, im) for (c, _), im in zip(part, rendered, strict=True)]
             # Rendering is over: this thread takes the jobs no writer has started (one job
             # per image, so the last batch's encoding, which nothing overlaps, is shared).
             for future, c, im in reversed(jobs):
@@ -437,7 +432,7 @@ class Session:
         return candidate.id, (staged.shas[0], staged.shas[1]), staged
 
 
-def _batches(items: Sequence[Candidate], chunks: int) -> list[Sequence[Candidate]]:
+def _batches(items: Sequence[T], chunks: int) -> list[Sequence[T]]:
     """Split into up to ``chunks`` render batches, the last one small.
 
     Whatever the last batch renders is encoded and written after rendering ends, on the way

@@ -3,8 +3,8 @@
 A compositional pattern-producing network maps each pixel's coordinates (x, y, distance
 from the centre, bias) through a small feed-forward graph of smooth functions (sin,
 gaussian, sigmoid, ...) to a colour. Genomes grow by NEAT-style mutation; the genome
-format and operators live in ``imagery.cppn_genome``, the batched torch renderer in
-``imagery.cppn_render``. No model weights are involved, so the generator is cheap to build.
+format and crossover live in ``imagery.cppn_genome``, mutation in ``imagery.cppn_mutation``,
+the batched torch renderer in ``imagery.cppn_render``. No model weights are involved, so the generator is cheap to build.
 
 Config keys (all optional)::
 

@@ -1,4 +1,5 @@
-"""CPPN genomes and their variation operators, in the Picbreeder / NEAT tradition.
+"""CPPN genomes, their validation and crossover, in the Picbreeder / NEAT tradition
+(mutation is in ``imagery.cppn_mutation``).
 
 A genome is a plain JSON dict::
 
@@ -72,7 +73,7 @@ def _number(value: Any, what: str) -> float:
 
 # Genomes already checked, or made by this module's own operators: the engine mutates the same
 # parents many times per generation (k times more with the agent screening), and re-checking
-# every one cost more than the mutation itself. Keyed by id() with the object kept alive, so an
+# every one added a good part of a mutation's cost again. Keyed by id() with the object kept alive, so an
 # id is never reused while its entry stands; a bounded FIFO keeps memory flat.
 _CHECKED: OrderedDict[int, Genome] = OrderedDict()
 _CHECKED_MAX = 4096
@@ -88,8 +89,8 @@ def _trust(genome: Genome) -> Genome:
 def validate(genome: Any) -> None:
     """Check a genome's structure, raising a one-line ``GeneratorError`` when it is unusable.
 
-    Genome dicts are treated as immutable once checked (as everywhere in this project): a
-    genome seen before is not checked again.
+    Genome dicts are assumed immutable once checked (the engine, store and renderers never
+    change one in place): a genome seen before is not checked again.
     """
     if _CHECKED.get(id(genome)) is genome:
         return

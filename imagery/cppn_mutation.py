@@ -23,7 +23,6 @@ from imagery.cppn_genome import (
     INPUT_IDS,
     OPERATORS,
     OUTPUT_IDS,
-    WEIGHT_LIMIT,
     _copy,
     _fresh_id,
     _gene,
@@ -39,10 +38,6 @@ from imagery.protocol import GeneratorError, Genome
 def _open_to(dst: int, locks: frozenset[str], group: str) -> bool:
     """Whether genes owned by node ``dst`` may change: outputs are 'color', hidden ``group``."""
     return "color" not in locks if dst in OUTPUT_IDS else group not in locks
-
-
-# Each candidate list below has a fast path for the common case of no locks, where every
-# gene is open: it is rebuilt for every operator a mutation applies, several times a child.
 
 
 def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int]]:
@@ -77,12 +72,11 @@ def _link_count(g: Genome, locks: frozenset[str]) -> int:
     A link candidate is a pair (source, destination) that ``add_link`` may join: the source
     an input or a hidden node earlier in the genome's order (never an output), the
     destination a node whose links the locks leave open, and the two not already joined by
-    an enabled link. With 'topology' locked there are none.
+    an enabled link. With 'topology' locked there are none. (With no locks at all,
+    ``_open_link_count`` counts them without the walk.)
     """
     if "topology" in locks:
         return 0
-    if not locks:
-        return _open_link_count(g, sum(1 for link in g["links"] if link["enabled"]))
     count, sources = 0, len(INPUT_IDS)
     open_dst: set[int] = set()
     for n in g["nodes"]:
@@ -108,18 +102,8 @@ def _perturb(
     draws = rng.random(len(genes)).tolist()
     share = 0.15 + 0.6 * strength
     chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < share] or [_pick(rng, genes)]
-    targets = [(g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias") for kind, i in chosen]
-    olds = np.array([target[key] for target, key in targets])
-    # All steps in one draw: the same stream as one draw per gene, unless a step is lost to
-    # clipping and must be drawn again; then the stream is rewound and drawn gene by gene.
-    state = rng.bit_generator.state
-    values = np.minimum(WEIGHT_LIMIT, np.maximum(-WEIGHT_LIMIT, olds + rng.normal(0.0, sigma, len(olds))))
-    if not np.any(values == olds):
-        for (target, key), value in zip(targets, values.tolist(), strict=True):
-            target[key] = value
-        return
-    rng.bit_generator.state = state
-    for target, key in targets:
+    for kind, i in chosen:
+        target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
         old = target[key]
         while target[key] == old:  # a step lost to clipping is drawn again
             target[key] = _gene(old + rng.normal(0.0, sigma))
@@ -171,10 +155,8 @@ def mutate(
         raise GeneratorError(f"mutation strength must be a number from 0 to 1, got {strength!r}")
     locks = check_locks(locks)
     g = _copy(genome)
-    # Enabled links, kept up to date: splitting and adding a link each enable one more.
-    enabled = sum(1 for link in g["links"] if link["enabled"])
     for _ in range(1 + int(rng.binomial(3, strength))):
-        possible = _operator_counts(g, locks, max_nodes, enabled)
+        possible = _operator_counts(g, locks, max_nodes)
         names = [name for name in OPERATORS if possible[name]]
         if not names:
             break
@@ -183,10 +165,8 @@ def mutate(
             _perturb(g, rng, _perturb_candidates(g, locks), strength)
         elif name == "add_node":
             _split(g, rng, _pick(rng, _split_candidates(g, locks, max_nodes)))
-            enabled += 1
         elif name == "add_link":
             _add_link(g, rng, _nth_link_candidate(g, locks, int(rng.integers(possible[name]))))
-            enabled += 1
         else:
             _change_activation(g, rng, _pick(rng, _activation_candidates(g, locks)))
     return _trust(g)
@@ -233,9 +213,8 @@ def _nth_link_candidate(g: Genome, locks: frozenset[str], index: int) -> tuple[i
     raise IndexError("link candidate index out of range")
 
 
-def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int, enabled: int) -> dict[str, int]:
-    """How many candidates each operator has (0: it cannot apply); ``enabled`` is the number
-    of enabled links."""
+def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int) -> dict[str, int]:
+    """How many candidates each operator has (0: it cannot apply)."""
     if locks:
         return {
             "perturb": len(_perturb_candidates(g, locks)),
@@ -243,6 +222,7 @@ def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int, enabled: 
             "add_link": _link_count(g, locks),
             "change_activation": len(_activation_candidates(g, locks)),
         }
+    enabled = sum(1 for link in g["links"] if link["enabled"])
     room = len(g["nodes"]) - len(OUTPUT_IDS) < max_nodes
     return {
         "perturb": enabled + len(g["nodes"]),
@@ -253,7 +233,7 @@ def _operator_counts(g: Genome, locks: frozenset[str], max_nodes: int, enabled: 
 
 
 def _open_link_count(g: Genome, enabled: int) -> int:
-    """``_link_count`` with no locks, given the number of enabled links."""
+    """``_link_count`` with no locks, given the number of enabled links: a closed form."""
     hidden = len(g["nodes"]) - len(OUTPUT_IDS)
     # Hidden node j may take links from the inputs and the j hidden nodes before it (the sum
     # of 4 + j over j < hidden); each output from the inputs and every hidden node.

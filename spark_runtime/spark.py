@@ -10,10 +10,14 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
+
+from spark_runtime.image_codec import rgb_pixels
+
+T = TypeVar("T", list[Image.Image], np.ndarray)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -96,24 +100,25 @@ class InProcessSpark:
     ) -> list[Image.Image]:
         if not genomes:
             return []
-        images = self.generator.render(list(genomes), size, progress=progress)
-        if len(images) != len(genomes):
-            raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
-        return images
+        return _counted(self.generator.render(list(genomes), size, progress=progress), genomes)
 
     def render_pixels(self, genomes: Sequence[dict[str, Any]], size: int) -> np.ndarray:
         """The batch as one ``[n, size, size, 3]`` uint8 array (the generator's own, when it
         can render to an array directly)."""
         direct = getattr(self.generator, "render_pixels", None)
         if direct is not None:
-            pixels = direct(list(genomes), size)
-            if len(pixels) != len(genomes):
-                raise SparkError(f"generator returned {len(pixels)} images for {len(genomes)} genomes")
-            return pixels
+            return _counted(direct(list(genomes), size), genomes)
         images = self.render(genomes, size)
         if not images:
             return np.zeros((0, size, size, 3), np.uint8)
-        return np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+        return np.stack([rgb_pixels(im) for im in images])
 
     def close(self) -> None:
         self._generator = None
+
+
+def _counted(images: T, genomes: Sequence[Any]) -> T:
+    """``images`` (a list or an array), checked to hold one per genome."""
+    if len(images) != len(genomes):
+        raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
+    return images

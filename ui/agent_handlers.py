@@ -6,9 +6,9 @@ anything stored changes. The agent itself (``evolve.agent``) is the tab's, kept 
 
 - ``agent_info``: the agent's predicted score of each candidate of a generation, with a likely
   range, what it chose when it bred the generation, and the running agreement figure.
-- ``pair_queue``: the next pairs to compare in pairwise mode, as ``Agent.suggest_pair`` picks
-  them one after another, looking past the pairs the tab has decided but may not have stored
-  yet; so the browser shows the next pair the moment a key is pressed.
+- ``pair_queue``: the next pairs to compare in pairwise mode (``Agent.suggest_pairs``), looking
+  past the pairs the tab has decided but may not have stored yet; so the browser shows the
+  next pair the moment a key is pressed.
 - ``start_autopilot``: the agent evolves N generations on its own on a worker thread, and the
   browser reads the stream of events (the same shape as ``ui.live.start_evolve``'s)::
 
@@ -23,11 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from evolve.agent import Agent, autopilot
+from evolve.agent import autopilot
 from evolve.session import Session
-from spark_runtime.store import PairOutcome
 from ui.agent_view import agreement_value, score_bands, screening
-from ui.handlers import UIError, Workbench, payload, tab_session, text, whole
+from ui.handlers import UIError, Workbench, payload, shown_generation, tab_session, text, whole
 from ui.live import agent_k, check_parent, claim_branch, evolve_settings, stream
 
 MAX_AUTOPILOT = 100
@@ -41,13 +40,7 @@ def _shown(wb: Workbench, session: Session, data: Mapping[str, Any]) -> Any:
         if snap.run_id != session.run.id:
             raise UIError(f"snapshot {snap.id} is not in run {session.run.name!r}")
         return snap
-    head = session.head()
-    if data.get("generation") in (None, ""):
-        return head
-    generation = whole(data, "generation", 0, head.generation)
-    return (
-        head if generation == head.generation else wb.store.snapshot_at(session.branch, generation)
-    )
+    return shown_generation(wb, session, data, session.head())
 
 
 # --- predictions and agreement -------------------------------------------------------------
@@ -82,41 +75,6 @@ def agent_info(wb: Workbench, query: Any) -> dict[str, Any]:
 
 
 # --- pairwise mode -------------------------------------------------------------------------
-class _Imagined:
-    """The store, with extra pairs counted as compared in one snapshot (nothing is written).
-
-    ``Agent.suggest_pair`` skips pairs already compared; handing it this view lets it look
-    past the ones the tab decided but has not stored yet, and past the ones it just named.
-    """
-
-    def __init__(self, store: Any, snapshot_id: str, extra: list[PairOutcome]) -> None:
-        self._store = store
-        self._snapshot_id = snapshot_id
-        self._stored: list[PairOutcome] | None = None
-        self.extra = extra
-
-    def pairs(self, snapshot_id: str, session: str | None = None) -> list[PairOutcome]:
-        if snapshot_id != self._snapshot_id or session is not None:
-            return self._store.pairs(snapshot_id, session)
-        if self._stored is None:
-            self._stored = self._store.pairs(snapshot_id)
-        return [*self._stored, *self.extra]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
-class _SessionView:
-    """A session whose store is ``_Imagined``; everything else is the session's own."""
-
-    def __init__(self, session: Session, store: _Imagined) -> None:
-        self._session = session
-        self.store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
-
 def _pair(pair: Any, n: int, what: str) -> tuple[int, int]:
     ok = isinstance(pair, list) and len(pair) == 2
     ok = ok and all(isinstance(p, int) and not isinstance(p, bool) for p in pair)
@@ -140,9 +98,6 @@ def _pending_pairs(body: Mapping[str, Any], n: int) -> list[tuple[int, int]]:
 def pair_queue(wb: Workbench, body: Any) -> dict[str, Any]:
     """The next ``count`` pairs to show, in the order the agent would suggest them.
 
-    Which pair the agent suggests depends on which pairs have been compared, not on who won,
-    so the whole queue is known now: each step imagines the previous suggestion compared.
-
     Args:
         body: ``{"run", "branch", "session", "snapshot", "pending"?: [[a, b], ...],
             "showing"?: [a, b], "count"?: 1..32}``; ``pending`` are pairs the tab decided that
@@ -160,18 +115,12 @@ def pair_queue(wb: Workbench, body: Any) -> dict[str, Any]:
     showing = body.get("showing")
     ahead = [] if showing is None else [_pair(showing, len(snap.population), "'showing'")]
     tab = session.session_id
-    extra = [PairOutcome(0, tab, a, b, "first") for a, b in [*pending, *ahead]]
-    store = _Imagined(wb.store, snap.id, extra)
-    view = _SessionView(session, store)
-    agent: Agent = wb.agent(session)
-    judged = {frozenset((p.first, p.second)) for p in wb.store.pairs(snap.id, tab)}
+    stored = wb.store.pairs(snap.id)
+    judged = {frozenset((p.first, p.second)) for p in stored if p.session == tab}
     judged |= {frozenset(p) for p in pending}
-    pairs = []
-    for _ in range(count):
-        a, b = agent.suggest_pair(view, snap)
-        pairs.append([a, b])
-        store.extra.append(PairOutcome(0, tab, a, b, "first"))
-    return {"snapshot": snap.id, "pairs": pairs, "judged": len(judged)}
+    compared = [(p.first, p.second) for p in stored] + pending + ahead
+    pairs = wb.agent(session).suggest_pairs(session, snap, count, compared)
+    return {"snapshot": snap.id, "pairs": [list(pair) for pair in pairs], "judged": len(judged)}
 
 
 # --- autopilot -----------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-SCORE_MAX = 5.0
+from evolve.preference import SCORE_MAX
+
 DEFAULT_K = 4
-K_CHOICES = (0, 2, 4, 8)  # what the UI's selector offers; the API takes any 0..64 (0 = off)
 
 
 def _count(settings: Mapping[str, Any], key: str, default: int) -> int:

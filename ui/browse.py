@@ -81,8 +81,10 @@ def export_picks(wb: Workbench, query: Mapping[str, Any]) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     count = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
-        for snap in wb.store.history(branch):
-            picks = sorted(wb.store.current_picks(snap.id, tab))
+        snapshots = wb.store.history(branch)
+        ratings = wb.store.ratings_of([snap.id for snap in snapshots])
+        for snap in snapshots:
+            picks = sorted(fold_picks([r for r in ratings[snap.id] if r.session == tab]))
             if not picks:
                 continue
             genomes = wb.store.genomes(snap)

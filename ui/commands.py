@@ -204,7 +204,8 @@ def _run_status(store: Store, run: Any) -> dict[str, Any]:
         info: dict[str, Any] = {"name": branch.name, "generations": 0, "head": None, "ratings": 0, "head_ratings": 0}
         if branch.head_snapshot_id:
             history = store.history(branch)
-            counts = [len(store.ratings(s.id)) for s in history]
+            ratings = store.ratings_of([s.id for s in history])  # one read, not one a generation
+            counts = [len(ratings[s.id]) for s in history]
             info.update(
                 generations=len(history),
                 head=history[-1].generation,

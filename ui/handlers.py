@@ -163,9 +163,8 @@ class Workbench:
         with self.lock:
             # The agent is on by default. Features depend only on genomes, so every tab's
             # agent on a run shares one feature cache; each keeps its own fits.
-            if run.id not in self._features:
-                self._features[run.id] = Agent().features
-            agent = Agent(AgentConfig(offspring_factor=DEFAULT_K), cache=self._features[run.id])
+            agent = Agent(AgentConfig(offspring_factor=DEFAULT_K), cache=self._features.get(run.id))
+            self._features.setdefault(run.id, agent.features)
             built.agent = agent
             self._sessions[key] = built
             self._agents[key] = agent
@@ -179,7 +178,7 @@ class Workbench:
         key = (session.run.id, session.branch.name, session.session_id)
         with self.lock:
             found = self._agents.get(key)
-            if found is None:  # a session built elsewhere (tests): adopt or give it one
+            if found is None:  # evicted while a request held it, or built elsewhere: adopt its agent
                 found = session.agent or Agent(AgentConfig(offspring_factor=DEFAULT_K))
                 self._agents[key] = found
             return found
@@ -376,12 +375,15 @@ def state(wb: Workbench, query: Mapping[str, Any]) -> dict[str, Any]:
     query = payload(query)
     session = tab_session(wb, query)
     head = session.head()
-    snap = head
-    if query.get("generation") not in (None, ""):
-        generation = whole(query, "generation", 0, head.generation)
-        if generation != head.generation:
-            snap = wb.store.snapshot_at(session.branch, generation)
-    return snapshot_state(wb, session, snap, head)
+    return snapshot_state(wb, session, shown_generation(wb, session, query, head), head)
+
+
+def shown_generation(wb: Workbench, session: Session, query: Mapping[str, Any], head: Any) -> Any:
+    """Generation ``query["generation"]`` of the tab's branch, or ``head`` when none is given."""
+    if query.get("generation") in (None, ""):
+        return head
+    generation = whole(query, "generation", 0, head.generation)
+    return head if generation == head.generation else wb.store.snapshot_at(session.branch, generation)
 
 
 def rate(wb: Workbench, body: Any) -> dict[str, Any]:

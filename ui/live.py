@@ -25,8 +25,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from evolve.agent_config import MAX_OFFSPRING_FACTOR
 from evolve.engine import EngineError
-from evolve.session import Session
+from evolve.session import RENDER_BATCHES, Session
 from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg
 from spark_runtime.spark import one_line
 from ui.handlers import (
@@ -42,8 +43,7 @@ from ui.handlers import (
 )
 
 log = logging.getLogger(__name__)
-END = object()
-MAX_K = 64
+_END = object()
 
 
 def evolve_settings(wb: Workbench, session: Session, head: Any, body: dict[str, Any]) -> Any:
@@ -78,7 +78,7 @@ def evolve_settings(wb: Workbench, session: Session, head: Any, body: dict[str, 
         raise UIError(str(exc)) from None
 
 
-def start_evolve(wb: Workbench, body: Any, chunks: int = 3) -> Iterator[dict[str, Any]]:
+def start_evolve(wb: Workbench, body: Any, chunks: int = RENDER_BATCHES) -> Iterator[dict[str, Any]]:
     """Check an evolve request and start rendering; returns the event stream.
 
     Args:
@@ -138,7 +138,7 @@ def agent_k(body: dict[str, Any]) -> int | None:
     """The tab's "agent first pass" setting: children screened per place (0 = off), if sent."""
     if body.get("agent") is None:
         return None
-    return whole(body, "agent", 0, MAX_K)
+    return whole(body, "agent", 0, MAX_OFFSPRING_FACTOR)
 
 
 def claim_branch(wb: Workbench, branch_id: str) -> None:
@@ -179,25 +179,25 @@ def stream(
             with wb.lock:
                 wb.busy.discard(branch_id)
         events.put(final)
-        events.put(END)
+        events.put(_END)
 
     threading.Thread(target=work, daemon=True, name=f"imagery-{what}").start()
-    return drain(events, first)
+    return _drain(events, first)
 
 
-def preview(image: Any, size: int = THUMB_SIZE) -> str:
+def preview(image: Any) -> str:
     """A quick JPEG data URL of a just-rendered image, shown until its stored thumbnail arrives.
 
     It is ready before the batch is written, and the stored thumbnail waits for the last batch,
     so the preview is what keeps encoding off the path from render to screen.
     """
-    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(image, size, quality=85)).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(image, THUMB_SIZE, quality=85)).decode()
 
 
-def drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield first
     while True:
         item = events.get()
-        if item is END:
+        if item is _END:
             return
         yield item

@@ -3,9 +3,10 @@
 The root is a local folder (the default, and the fast path: the UI serves thumbnails straight
 from ``path()``) or any fsspec URL (``memory://`` in tests, ``s3://bucket/objects`` or a
 shared mount for a cluster). Local writes are atomic (temp file in the target folder, fsync,
-``os.replace``, fsync the folder); remote writes go to a temp name and are moved into place,
-except on object stores whose single writes are atomic anyway. A reader sees a whole object
-or none. Identical bytes are stored once.
+``os.replace``, fsync the folder); a batch of them (``stage``, then ``publish``) shares two
+``syncfs`` calls instead of two fsyncs an object. Remote writes go to a temp name and are
+moved into place, except on object stores whose single writes are atomic anyway. A reader
+sees a whole object or none. Identical bytes are stored once.
 """
 
 from __future__ import annotations
@@ -84,6 +85,16 @@ def _write_temp(folder: str, data: bytes, sync: bool = False) -> str:
         raise
     os.close(fd)
     return name
+
+
+def _kept(final: str) -> bool:
+    """Whether object file ``final`` is already there; if so its mtime is refreshed, so that
+    a collection running with a grace period leaves it to the commit about to reference it."""
+    if not os.path.isfile(final):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(final)
+    return os.path.isfile(final)  # a collection may have taken it just before the refresh
 
 
 def _fsync_dir(path: Path) -> None:
@@ -182,12 +193,16 @@ class ObjectStore:
         check_sha(sha)
         return f"{self._base}/{sha[:2]}/{sha[2:]}"
 
+    def _local_file(self, sha: str) -> tuple[str, str]:
+        """The shard folder and file of object ``sha`` on the local disk, as strings: a commit
+        checks every image it references, and Path objects cost more than the system calls."""
+        check_sha(sha)
+        folder = f"{self._root_text}{os.sep}{sha[:2]}"
+        return folder, f"{folder}{os.sep}{sha[2:]}"
+
     def exists(self, sha: str) -> bool:
         if self._fs is None:
-            check_sha(sha)
-            # String paths: a commit checks every image it references, and Path objects
-            # cost more than the stat itself.
-            return os.path.isfile(f"{self._root_text}{os.sep}{sha[:2]}{os.sep}{sha[2:]}")
+            return os.path.isfile(self._local_file(sha)[1])
         return bool(self._fs.isfile(self._key(sha)))
 
     def size(self, sha: str) -> int:
@@ -219,12 +234,8 @@ class ObjectStore:
             self._put_remote(sha, data)
 
     def put_many(self, blobs: Sequence[bytes]) -> list[str]:
-        """``put`` each blob, as one batch; returns their sha256s in order.
-
-        Locally on Linux the batch makes two file-system syncs in all instead of two fsyncs
-        per object (see ``stage`` and ``publish``). Elsewhere the objects are put
-        concurrently, each with its own fsync.
-        """
+        """``put`` each blob, as one batch (``stage`` then ``publish``); returns their sha256s
+        in order."""
         staged = self.stage(blobs)
         self.publish([staged])
         return staged.shas
@@ -252,15 +263,9 @@ class ObjectStore:
         pending: list[tuple[str, str]] = []
         try:
             for sha, data in dict(zip(shas, blobs, strict=True)).items():
-                # String paths: Path objects cost more here than the system calls.
-                folder = f"{self._root_text}{os.sep}{sha[:2]}"
-                final = f"{folder}{os.sep}{sha[2:]}"
-                if os.path.isfile(final):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.utime(final)  # keeps it safe from a gc grace period, as put does
-                    if os.path.isfile(final):
-                        continue
-                pending.append((_write_temp(folder, data), final))
+                folder, final = self._local_file(sha)
+                if not _kept(final):
+                    pending.append((_write_temp(folder, data), final))
         except BaseException:
             self.discard([StagedObjects(shas, pending)])
             raise
@@ -302,17 +307,14 @@ class ObjectStore:
         return bytes(data)
 
     def _put_local(self, sha: str, data: bytes) -> None:
-        final = self.path(sha)
-        if final.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(final)
-            if final.is_file():
-                return
-        shard = final.parent
+        folder, final = self._local_file(sha)
+        if _kept(final):
+            return
+        shard = Path(folder)
         if not shard.is_dir():
             shard.mkdir(exist_ok=True)
             _fsync_dir(shard.parent)
-        tmp = _write_temp(str(shard), data, sync=True)
+        tmp = _write_temp(folder, data, sync=True)
         try:
             os.replace(tmp, final)
         except BaseException:

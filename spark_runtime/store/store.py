@@ -35,8 +35,8 @@ from spark_runtime.store.ratings import (
     pair_outcomes,
 )
 
-# Snapshot ids bound in one IN (...) list: well under SQLite's and PostgreSQL's limits.
-_IDS_PER_QUERY = 500
+# Snapshot ids bound in one IN (...) list, as everywhere in the store.
+_IDS_PER_QUERY = collect.CHUNK
 
 
 def _one_line(exc: BaseException) -> str:
@@ -278,7 +278,9 @@ class Store:
         )
         with_tensors = {p.id: p.tensors for p in prepared.individuals if p.tensors}
         fresh = [e for e in (*image_blobs, *thumb_blobs) if isinstance(e, bytes)]
-        # Every new object in one batch: one publish (two file-system syncs) per commit.
+        # Objects given as bytes and genome tensors in one batch: one publish here. It costs
+        # nothing when there are none (a session stages its images itself and passes shas);
+        # a diffusion run's tensors make a second publish after the session's.
         staged = self.objects.stage([*fresh, *with_tensors.values()])
         try:
             stored, known = iter(staged.shas), set(staged.shas)
@@ -347,6 +349,11 @@ class Store:
 
     def genomes(self, snapshot: Snapshot | str) -> list[dict[str, Any]]:
         """The decoded genomes of a snapshot's population, in display order."""
+        return [genome for _, genome, _ in self.population(snapshot)]
+
+    def population(self, snapshot: Snapshot | str) -> list[tuple[str, dict[str, Any], list[str]]]:
+        """``(individual id, decoded genome, parent ids)`` per position, in display order,
+        from one read."""
         snapshot_id = snapshot if isinstance(snapshot, str) else snapshot.id
         with self._session() as s:
             population = q.snapshot(s, snapshot_id).population
@@ -357,7 +364,7 @@ class Store:
             if row.tensors_hash
         }
         return [
-            genome_codec.decode(rows[i].genome_json, blobs.get(rows[i].tensors_hash or ""))
+            (i, genome_codec.decode(rows[i].genome_json, blobs.get(rows[i].tensors_hash or "")), list(rows[i].parents))
             for i in population
         ]
 
@@ -367,16 +374,6 @@ class Store:
             if row is None:
                 raise StoreError(f"unknown individual {individual_id!r}")
             return row
-
-    def get_individuals(self, individual_ids: Sequence[str]) -> dict[str, Individual]:
-        """Many individuals in one query, by id; StoreError names the first one missing."""
-        wanted = list(dict.fromkeys(individual_ids))
-        with self._session() as s:
-            rows = {r.id: r for r in s.scalars(select(Individual).where(Individual.id.in_(wanted)))}
-        for individual_id in wanted:
-            if individual_id not in rows:
-                raise StoreError(f"unknown individual {individual_id!r}")
-        return rows
 
     def lineage(self, individual_id: str, max_depth: int = 8) -> list[list[str]]:
         """Ancestor ids by generation: ``[parents, grandparents, ...]``, each id at its
@@ -440,8 +437,7 @@ class Store:
         found: dict[str, list[Rating]] = {sid: [] for sid in snapshot_ids}
         wanted = list(found)
         with self._session() as s:
-            for start in range(0, len(wanted), _IDS_PER_QUERY):
-                part = wanted[start : start + _IDS_PER_QUERY]
+            for part in collect.chunks(wanted, _IDS_PER_QUERY):
                 stmt = select(Rating).where(Rating.snapshot_id.in_(part)).order_by(Rating.id)
                 for row in s.scalars(stmt):
                     found[row.snapshot_id].append(row)

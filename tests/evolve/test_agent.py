@@ -153,7 +153,7 @@ def test_the_agents_hooks_leave_hashing_to_the_commit_and_reread_no_ratings(
     assert rows.shape[0] == POP
 
 
-def test_new_ratings_on_the_head_reach_the_model_and_live_evolving_screens_too(
+def test_new_ratings_on_the_head_reach_the_model_and_the_next_evolve_screens_by_them(
     tmp_path: Path,
 ) -> None:
     store = Store(tmp_path)

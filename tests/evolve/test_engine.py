@@ -133,7 +133,7 @@ def test_screen_that_returns_wrong_count_is_an_error():
         engine.tell([1.0] * 12, screen=lambda children, places: [0] * places, offspring_factor=2)
 
 
-def test_a_bred_childs_id_is_worked_out_once_and_only_when_asked() -> None:
+def test_a_bred_childs_id_is_worked_out_only_when_asked() -> None:
     from spark_runtime.genome_codec import genome_id, identify
 
     genome = {"v": 2.5, "w": [1, 2]}

@@ -465,7 +465,7 @@ def test_bad_ratings_store_nothing(store):
     assert store.current_scores(snap.id) == {0: 1.0}
 
 
-def test_ratings_of_many_snapshots_come_in_one_read(store, monkeypatch):
+def test_ratings_of_many_snapshots_match_the_per_snapshot_reads(store, monkeypatch):
     main = store.get_branch(new_run(store).id)
     g0 = commit(store, main, None, "main")
     store.add_ratings(g0.id, [RatingInput("score", 0, 4), RatingInput("pick", 1)], "ann")

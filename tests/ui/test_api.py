@@ -59,6 +59,10 @@ def test_bad_reads_answer_one_line(
     assert needle in message and "\n" not in message
 
 
+def test_a_path_escaping_the_static_folder_is_not_served(client: TestClient) -> None:
+    assert client.get("/ui-static/..%2Fapi.py").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -11,7 +11,7 @@
   const S = sessionStorage;
   const K_CHOICES = [0, 2, 4, 8];
 
-  window.ImageryAgent = ({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings }) => {
+  window.ImageryAgent = ({ ui, h, obj, call, postStream, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings }) => {
     const stored = S.getItem("imagery.agentK");
     ui.agentK = stored == null ? 4 : Number(stored);
     ui.predict = S.getItem("imagery.predict") === "1";
@@ -199,13 +199,8 @@
       progress(0, Number(n) || 0, "autopilot: saving ratings…");
       await outbox.idle();
       try {
-        const response = await fetch("/api/autopilot", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, generations: n, ...evolveSettings(), agent: ui.agentK }) });
-        if (!response.ok) {
-          const data = await response.json().catch(() => ({}));
-          throw new Error(data.error || `autopilot failed (${response.status})`);
-        }
-        await readLines(response, (ev) => onEvent(ev, render));
+        const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, generations: n, ...evolveSettings(), agent: ui.agentK };
+        await postStream("/api/autopilot", body, "autopilot", (ev) => onEvent(ev, render));
         if (!render.done) throw new Error("the connection closed before the autopilot handed back; reloading");
       } catch (err) {
         ui.rendering = null;
@@ -233,22 +228,6 @@
         flash(`the autopilot made ${render.total} generation(s): your turn (generation ${ev.state.snapshot.generation})`);
       } else if (ev.type === "error") {
         throw new Error(ev.message);
-      }
-    }
-
-    async function readLines(response, onLine) {
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buffer += decoder.decode(value, { stream: true });
-        let nl;
-        while ((nl = buffer.indexOf("\n")) >= 0) {
-          onLine(JSON.parse(buffer.slice(0, nl)));
-          buffer = buffer.slice(nl + 1);
-        }
       }
     }
 

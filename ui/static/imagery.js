@@ -37,6 +37,29 @@
   }
   const query = (params) => new URLSearchParams({ session, ...params }).toString();
 
+  // POST a JSON body to a streaming route and hand each NDJSON event of the reply to onEvent
+  // as it arrives; a refused request throws its one-line error, with the HTTP status.
+  async function postStream(path, body, what, onEvent) {
+    const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      throw Object.assign(new Error(data.error || `${what} failed (${response.status})`), { status: response.status });
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        onEvent(JSON.parse(buffer.slice(0, nl)));
+        buffer = buffer.slice(nl + 1);
+      }
+    }
+  }
+
   function flash(text, isError) {
     if (isError) ui.errors.push(text);
     const el = ui.els.message;
@@ -71,7 +94,7 @@
         if (refused && batch && ui.st && batch[0].snapshot === ui.st.snapshot.id) refresh();
       },
     });
-    agent = window.ImageryAgent({ ui, h, obj, call, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings });
+    agent = window.ImageryAgent({ ui, h, obj, call, postStream, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings });
     panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent });
     root.replaceChildren();
     const els = ui.els;
@@ -341,24 +364,7 @@
     await outbox.idle();
     const body = { session, run: st.run.id, branch: st.branch, parent: st.snapshot.id, ...evolveSettings(), agent: ui.agentK };
     try {
-      const response = await fetch("/api/evolve", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-      if (!response.ok) {
-        const data = await response.json().catch(() => ({}));
-        throw Object.assign(new Error(data.error || `evolve failed (${response.status})`), { status: response.status });
-      }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let nl;
-        while ((nl = buffer.indexOf("\n")) >= 0) {
-          onEvolveEvent(JSON.parse(buffer.slice(0, nl)), render);
-          buffer = buffer.slice(nl + 1);
-        }
-      }
+      await postStream("/api/evolve", body, "evolve", (ev) => onEvolveEvent(ev, render));
       if (!render.done) throw new Error("the connection closed before the generation was stored; reloading");
     } catch (err) {
       render.failed = true;
