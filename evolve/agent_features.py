@@ -184,8 +184,8 @@ class FeatureCache:
         yet; they are filed under their ids on the next lookup.
 
         A child's id is a hash of its canonical JSON. The session's commit works it out
-        anyway, on its writer thread while the generation renders; asking for it here, in
-        the breeding step, would put that hashing in front of the render.
+        anyway, once the generation has rendered; asking for it here, in the breeding step,
+        would put that hashing in front of the render.
         """
         with self._lock:
             for candidate, row in zip(candidates, rows, strict=True):

@@ -31,12 +31,12 @@ T = TypeVar("T")
 # written while the next renders (see ``_batches``).
 RENDER_BATCHES = 3
 Progress = Callable[[int, int], None]
-# Writer threads check the genomes against the store for the commit, and encode and stage
-# each rendered batch while the next one renders (the PNG and JPEG encoders release the
-# GIL). One per core the render leaves free, two at most: a writer more than that takes
-# turns on the render's core and slows the render more than it saves. Shared by every
-# session in the process and kept between generations (a thread per generation costs more
-# to start and join than the last batch costs to write).
+# Writer threads encode and stage each rendered batch while the next one renders (the PNG and
+# JPEG encoders release the GIL), then check the generation against the store while the
+# last images are encoded. One per core the render leaves free, two at most: a writer more
+# than that takes turns on the render's core and slows the render more than it saves.
+# Shared by every session in the process and kept between generations (a thread per
+# generation costs more to start and join than the last batch costs to write).
 _WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, cores() - 1)), thread_name_prefix="store-writer")
 # on_image(position, image or None, stored thumbnail sha or None)
 OnImage = Callable[[int, Any, str | None], None]
@@ -350,41 +350,41 @@ class Session:
         progress: Progress | None,
         on_image: OnImage | None,
         chunks: int,
-        background: Callable[[], T],
+        prepare: Callable[[], T],
     ) -> tuple[list[str], list[str], T]:
-        """Render the genomes the parent does not already show.
+        """Render the genomes the parent does not already show, and stage their images.
 
         Elites reuse the parent's objects by hash: nothing is rendered, read or written for
         them. New images render in ``chunks`` batches; the writer thread encodes and stages
-        each finished batch while the next renders, so the commit that follows only writes
-        rows. ``background`` (pure Python, so it holds the GIL) goes to the writer after the
-        first batch rather than before it, where it would delay the start of the render.
+        each finished batch while the next renders (the encoders let go of the GIL).
+        ``prepare`` (hashing the new genomes and checking them against the store) runs once
+        the render is over: it is pure Python, and on the writer it would hold the GIL that
+        the render thread takes back between tensor operations, which slowed the render by
+        more than ``prepare`` takes on its own.
 
         Returns:
-            (image hashes, thumbnail hashes, what ``background`` returned).
+            (image hashes, thumbnail hashes, what ``prepare`` returned).
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
         # Candidates whose ids are known (elites, carried over) are grouped by id, so the
         # parent's images serve them. New children have no id yet: hashing their genomes
-        # here would hold up the render, so each renders as it is and the writer works its
+        # here would hold up the render, so each renders as it is and ``prepare`` works its
         # id out (an exact copy of another genome just renders twice, to the same bytes).
-        groups: dict[Any, tuple[Candidate, list[int]]] = {}
+        groups: dict[Any, list[int]] = {}
         for position, c in enumerate(population):
-            key = c.known_id if c.known_id is not None else position
-            groups.setdefault(key, (c, []))[1].append(position)
-        stored: dict[str, tuple[str, str]] = {}
+            groups.setdefault(c.known_id if c.known_id is not None else position, []).append(position)
+        shas: dict[Any, tuple[str, str]] = {}
         if parent is not None:
             for cid, image_sha, thumb_sha in zip(parent.population, parent.images, parent.thumbs, strict=True):
-                if cid in groups and cid not in stored:
-                    stored[cid] = (image_sha, thumb_sha)
-                    for position in groups[cid][1]:
+                if cid in groups and cid not in shas:
+                    shas[cid] = (image_sha, thumb_sha)
+                    for position in groups[cid]:
                         announce(position, None, thumb_sha)
-        todo = [group for key, group in groups.items() if key not in stored]
+        todo = [(key, places) for key, places in groups.items() if key not in shas]
         done = total - sum(len(places) for _, places in todo)
-        jobs: list[tuple[Future[tuple[str, tuple[str, str], StagedObjects]], Candidate, Any]] = []
-        staged: list[tuple[str, tuple[str, str], StagedObjects]] = []
-        side: Future[T] | None = None
+        jobs: list[tuple[Future[tuple[tuple[str, str], StagedObjects]], Any, Any]] = []
+        staged: list[StagedObjects] = []
         try:
             for part in _batches(todo, chunks):
 
@@ -392,36 +392,39 @@ class Session:
                     if progress:
                         progress(min(total, offset + d), total)
 
+                genomes = [population[places[0]].genome for _, places in part]
                 try:
-                    rendered = self.spark.render([c.genome for c, _ in part], self.run.size, progress=chunk_progress)
+                    rendered = self.spark.render(genomes, self.run.size, progress=chunk_progress)
                 except GeneratorError as exc:
                     raise SessionError(str(exc)) from None
                 done += sum(len(places) for _, places in part)
-                for (_, places), image in zip(part, rendered, strict=True):
+                for (key, places), image in zip(part, rendered, strict=True):
                     for position in places:
                         announce(position, image, None)
-                side = side or _WRITER.submit(background)
-                jobs += [(_WRITER.submit(self._store_image, c, im), c, im) for (c, _), im in zip(part, rendered, strict=True)]
-            # Rendering is over: this thread takes the jobs no writer has started (one job
-            # per image, so the last batch's encoding, which nothing overlaps, is shared).
-            for future, c, im in reversed(jobs):
-                staged.append(self._store_image(c, im) if future.cancel() else future.result())
-            result = background() if side is None else side.result()
+                    jobs.append((_WRITER.submit(self._store_image, image), key, image))
+            # Rendering is over: this thread encodes the images no writer has started (from
+            # the last, while the writer works from the first), then runs ``prepare`` itself:
+            # handing it to the writer would cost a thread wake-up and turns on the GIL with
+            # this thread's encoding, more than it would overlap.
+            for future, key, image in reversed(jobs):
+                shas[key], batch = self._store_image(image) if future.cancel() else future.result()
+                staged.append(batch)
+            result = prepare()
         except BaseException:
             # Whatever was staged, here or by the writer, goes: nothing is left for gc.
-            writes = [future for future, _, _ in jobs if not future.cancel()]
+            writes = [future for future, _, _ in jobs if not future.cancelled()]
             wait(writes)
-            leftovers = [f.result()[2] for f in writes if f.exception() is None]
-            self.store.objects.discard([batch for _, _, batch in staged] + leftovers)  # idempotent
+            leftovers = [f.result()[1] for f in writes if f.exception() is None]
+            self.store.objects.discard([*staged, *leftovers])  # idempotent
             raise
         # Every image made durable and put in place with two file-system syncs in all.
-        self.store.objects.publish([batch for _, _, batch in staged])
-        stored.update((cid, shas) for cid, shas, _ in staged)
+        self.store.objects.publish(staged)
         if progress:
             progress(total, total)
-        return [stored[c.id][0] for c in population], [stored[c.id][1] for c in population], result
+        by_position = {position: shas[key] for key, places in groups.items() for position in places}
+        return [by_position[i][0] for i in range(total)], [by_position[i][1] for i in range(total)], result
 
-    def _store_image(self, candidate: Candidate, image: Any) -> tuple[str, tuple[str, str], StagedObjects]:
+    def _store_image(self, image: Any) -> tuple[tuple[str, str], StagedObjects]:
         """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit.
 
         The objects are unreferenced until the snapshot row commits: a crash before that
@@ -429,7 +432,7 @@ class Session:
         """
         pixels = rgb_pixels(image)  # one conversion for both encoders
         staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
-        return candidate.id, (staged.shas[0], staged.shas[1]), staged
+        return (staged.shas[0], staged.shas[1]), staged
 
 
 def _batches(items: Sequence[T], chunks: int) -> list[Sequence[T]]:

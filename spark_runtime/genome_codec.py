@@ -9,14 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 TENSORS_KEY = "tensors"
 
 
 def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, no NaN: ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    allow_nan=False)``, byte for byte, since ids are hashed from it.
+
+    orjson writes those same bytes several times faster (hashing the children sits between the
+    render and the commit), except for what it writes its own way; that output goes through
+    ``json`` instead (see ``_written_as_json_would``).
+    """
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # ints over 64 bits, non-string keys...
+        data = None
+    if data is not None and _written_as_json_would(data):
+        return data.decode()
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# One-digit exponents: orjson writes 1e-5 where json writes 1e-05.
+_SHORT_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")
+
+
+def _written_as_json_would(data: bytes) -> bool:
+    """False where orjson's output may differ from ``json.dumps``'s: floats under 1e-4
+    (``0.00001``, ``1e-5``), NaN and infinity (orjson writes null; json refuses them),
+    non-ASCII text and DEL (json escapes them), and escapes in strings. Text that only looks
+    like one of these (a string "null") just takes the slower path to the same bytes."""
+    return (
+        data.isascii()
+        and b"\\" not in data
+        and b"\x7f" not in data
+        and b"null" not in data
+        and b"0.0000" not in data
+        and not (b"e-" in data and _SHORT_EXPONENT.search(data))
+    )
 
 
 def split(genome: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

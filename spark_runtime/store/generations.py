@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
 
 from spark_runtime.store import queries as q
 from spark_runtime.store.checks import PreparedIndividual
@@ -56,7 +55,7 @@ class PreparedGeneration:
 
 
 def prepare(
-    s: Session,
+    s: Connection,
     *,
     branch_id: str,
     parent_id: str | None,
@@ -67,8 +66,8 @@ def prepare(
 ) -> PreparedGeneration:
     """Every check that needs no lock, in one read transaction."""
     fetch = partial(nodes.get, s)
-    branch = q.branch(s, branch_id)
-    parent = q.check_parent(s, branch, parent_id, generation, fetch)
+    branch = q.branch_row(s, branch_id)
+    parent = q.check_parent(branch, parent_id, generation, fetch)
     q.check_ratings_exist(s, branch.run_id, list(consumed))
     ids = {p.id for p in individuals}
     wanted = {pid for p in individuals for pid in p.parents} - ids
@@ -91,7 +90,7 @@ def prepare(
     )
 
 
-def write(s: Session, prepared: PreparedGeneration, snapshot: Snapshot, tensors: dict[str, str]) -> None:
+def write(conn: Connection, prepared: PreparedGeneration, snapshot: Snapshot, tensors: dict[str, str]) -> None:
     """Insert the new genomes and the snapshot and move the head, inside a write transaction.
 
     Raises:
@@ -108,7 +107,6 @@ def write(s: Session, prepared: PreparedGeneration, snapshot: Snapshot, tensors:
                 "parents": p.parents,
                 "created_at": now,
             }
-    conn = s.connection()
     if rows:
         conn.execute(_insert_new(conn.dialect.name), list(rows.values()))
     conn.execute(_INSERT_SNAPSHOT, {c.name: getattr(snapshot, c.name) for c in _SNAPSHOT.columns})

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Connection, Row, bindparam, select
 from sqlmodel import Session
 
 from spark_runtime.store.collect import chunks
@@ -36,6 +36,19 @@ def branch(s: Session, branch_id: str) -> Branch:
     return branch
 
 
+_BRANCH_ROW = select(Branch.__table__).where(Branch.__table__.c.id == bindparam("bid"))
+
+
+def branch_row(conn: Connection, branch_id: str) -> Row:
+    """A branch's columns as a read-only row (``id``, ``run_id``, ``name``,
+    ``head_snapshot_id``...): the hot paths read it on a Core connection, where building the
+    ORM object and its session would cost more than the query."""
+    row = conn.execute(_BRANCH_ROW, {"bid": branch_id}).first() if isinstance(branch_id, str) else None
+    if row is None:
+        raise StoreError(f"unknown branch id {branch_id!r}")
+    return row
+
+
 def snapshot(s: Session, snapshot_id: str) -> Snapshot:
     snap = s.get(Snapshot, snapshot_id) if isinstance(snapshot_id, str) else None
     if snap is None:
@@ -50,9 +63,9 @@ _SKIP_NODE = select(_SNAP.c.id, _SNAP.c.generation, _SNAP.c.parent_id, _SNAP.c.s
 )
 
 
-def skip_node(s: Session, snapshot_id: str) -> Row:
+def skip_node(s: Session | Connection, snapshot_id: str) -> Row:
     """Just the columns a skip-pointer walk needs: one narrow row fetch per hop."""
-    row = s.connection().execute(_SKIP_NODE, {"sid": snapshot_id}).first()
+    row = s.execute(_SKIP_NODE, {"sid": snapshot_id}).first()
     if row is None:
         raise StoreError(f"unknown snapshot {snapshot_id!r}")
     return row
@@ -77,7 +90,7 @@ class SkipNodes:
         self._limit = limit
         self._lock = threading.Lock()
 
-    def get(self, s: Session, snapshot_id: str) -> SkipNode:
+    def get(self, s: Session | Connection, snapshot_id: str) -> SkipNode:
         with self._lock:
             node = self._rows.get(snapshot_id)
         if node is None:
@@ -114,8 +127,7 @@ def check_branch_free(s: Session, run_id: str, name: str) -> None:
 
 
 def check_parent(
-    s: Session,
-    branch: Branch,
+    branch: Branch | Row,
     parent_id: str | None,
     generation: int,
     fetch: Callable[[str], Any],
@@ -135,7 +147,7 @@ def check_parent(
     return parent
 
 
-def check_ratings_exist(s: Session, run_id: str, ids: list[int]) -> None:
+def check_ratings_exist(s: Session | Connection, run_id: str, ids: list[int]) -> None:
     if not ids:
         return
     found = set(
@@ -159,9 +171,14 @@ def individuals(s: Session, ids: Sequence[str], strict: bool = True) -> dict[str
 _INDIVIDUAL = Individual.__table__
 
 
-def existing_individual_ids(s: Session, ids: set[str]) -> set[str]:
+def existing_individual_ids(s: Session | Connection, ids: set[str]) -> set[str]:
     """Which of ``ids`` are stored: ids only, no genome text loaded."""
     found: set[str] = set()
     for part in chunks(sorted(ids)):
-        found.update(s.scalars(select(_INDIVIDUAL.c.id).where(_INDIVIDUAL.c.id.in_(part))))
+        found.update(s.scalars(_EXISTING_IDS, {"ids": part}))
     return found
+
+
+# Built once (an expanding IN): building the statement anew each generation cost more than
+# running it.
+_EXISTING_IDS = select(_INDIVIDUAL.c.id).where(_INDIVIDUAL.c.id.in_(bindparam("ids", expanding=True)))

@@ -14,8 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 from sqlmodel import Session
 
 from spark_runtime import genome_codec
@@ -35,6 +35,8 @@ from spark_runtime.store.ratings import (
     pair_outcomes,
 )
 
+_RATING = Rating.__table__
+_HEAD_RATINGS = select(_RATING).where(_RATING.c.snapshot_id == bindparam("sid")).order_by(_RATING.c.id)
 # Snapshot ids bound in one IN (...) list, as everywhere in the store.
 _IDS_PER_QUERY = collect.CHUNK
 
@@ -81,6 +83,19 @@ class Store:
         try:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 yield session
+        except sa_exc.IntegrityError as exc:
+            raise StoreError(f"conflicting write: {_one_line(exc)}") from None
+        except sa_exc.OperationalError as exc:
+            raise StoreError(f"database error: {_one_line(exc)}") from None
+
+    @contextmanager
+    def _connection(self, write: bool = False) -> Iterator[Connection]:
+        """A Core transaction, for the reads and writes every generation makes: no ORM
+        session and no ORM objects, which cost more than those statements themselves."""
+        engine = self._write_engine if write else self._engine
+        try:
+            with engine.begin() as conn:
+                yield conn
         except sa_exc.IntegrityError as exc:
             raise StoreError(f"conflicting write: {_one_line(exc)}") from None
         except sa_exc.OperationalError as exc:
@@ -214,9 +229,9 @@ class Store:
         prepared = checks.individuals(individuals)
         generation = checks.integer(generation, "generation", 0)
         consumed = [checks.integer(r, "consumed rating id") for r in consumed_ratings]
-        with self._session() as s:
+        with self._connection() as conn:
             return generations.prepare(
-                s,
+                conn,
                 branch_id=branch_id,
                 parent_id=parent_id,
                 generation=generation,
@@ -291,8 +306,8 @@ class Store:
             self.objects.discard([staged])
             raise
         self.objects.publish([staged])
-        with self._session(write=True) as s:
-            generations.write(s, prepared, snapshot, tensors)
+        with self._connection(write=True) as conn:
+            generations.write(conn, prepared, snapshot, tensors)
         self._skip_nodes.add(q.SkipNode(snapshot.id, snapshot.generation, snapshot.parent_id, snapshot.skip_id))
         return snapshot
 
@@ -443,14 +458,16 @@ class Store:
                     found[row.snapshot_id].append(row)
         return found
 
-    def head_ratings(self, branch_id: str) -> tuple[Branch, list[Rating]]:
-        """A branch and the rating events of its head (none without a head), in one read."""
-        with self._session() as s:
-            branch = q.branch(s, branch_id)
-            if branch.head_snapshot_id is None:
-                return branch, []
-            stmt = select(Rating).where(Rating.snapshot_id == branch.head_snapshot_id)
-            return branch, list(s.scalars(stmt.order_by(Rating.id)))
+    def head_ratings(self, branch_id: str) -> tuple[Branch, list[Any]]:
+        """A branch and the rating events of its head (none without a head), in one read.
+
+        The events come as read-only rows with the ``Rating`` columns as attributes: every
+        generation reads them, and making ORM objects of them cost more than the query.
+        """
+        with self._connection() as conn:
+            row = q.branch_row(conn, branch_id)
+            events = [] if row.head_snapshot_id is None else conn.execute(_HEAD_RATINGS, {"sid": row.head_snapshot_id}).all()
+        return Branch(**row._mapping), events
 
     def current_scores(self, snapshot_id: str, session: str | None = None) -> dict[int, float]:
         """Score per position: latest per session, averaged across sessions."""
