@@ -46,6 +46,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/cppn_render.py
 	$(PY) bench/fork.py
 	$(PY) bench/history.py
+	$(PY) bench/genome_ids.py
 	$(PY) bench/sparks.py
 	$(PY) bench/diffusion.py
 	$(PY) bench/ui_latency.py --agent-rounds 20
