@@ -9,10 +9,11 @@ and the store add to each generation.
 2. Overhead per generation: ``Session.evolve`` through a one-spark pool, on a ``local``
    (in-process) spark and on a ``process`` spark. The reference is strict: right after each
    generation, its new genomes render again in one call in this process, with nothing else
-   running. The overhead is everything else in the generation except the GA (ask/tell):
+   running (three times; the median). The overhead is everything else in the generation except the GA (ask/tell):
    the pool, reading the head, splitting the render into batches so they can be written
    while the next renders, the writer thread's competition with the render for the CPU and
-   the GIL, the encoding and writing the render could not hide, and the commit. Printed as
+   the GIL, the encoding and writing the render could not hide, hashing and checking the new
+   genomes, and the commit. Printed as
    the median over generations of the per-generation ratio, with its quartiles, and the
    render time inside the generation beside the reference. Acceptance: < 10% of the render.
    ``--free-encoding`` is a diagnostic, not the measure: each image stages one tiny blob
@@ -139,7 +140,7 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
             head = session.evolve(fitness=list(rng.random(population)), chunks=chunks)
             wall = time.perf_counter() - start
             # The reference, measured right after: the generation's new genomes rendered in
-            # one call in this process (one torch thread, as a process spark has), with no
+            # one call (median of three) in this process (one torch thread, as a process spark has), with no
             # pool, no IPC, no store and no writer threads.
             new = [g for i, g in zip(head.population, store.genomes(head), strict=True) if i not in parent]
             alone = statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
