@@ -21,9 +21,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from spark_runtime import genome_codec
+from spark_runtime.image_codec import rgb_pixels
 from spark_runtime.pool import SparkLost
 from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
 
@@ -36,14 +38,17 @@ STOP_TIMEOUT_S = 5.0
 # Wire format: shared with the Ray spark, which moves the same byte strings.
 
 
-def pack(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> bytes:
-    """One frame: 4-byte header length, JSON header (with blob lengths), then the blobs."""
+def pack(header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()) -> bytes:
+    """One frame: 4-byte header length, JSON header (with blob lengths), then the blobs
+    (bytes, or flat byte views, copied once into the frame)."""
     head = json.dumps({**header, "blobs": [len(b) for b in blobs]}, allow_nan=False).encode()
     return b"".join([_HEADER.pack(len(head)), head, *blobs])
 
 
-def unpack(frame: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """Split a frame from :func:`pack`; a malformed frame raises a one-line ``SparkError``."""
+def unpack(frame: bytes) -> tuple[dict[str, Any], list[memoryview]]:
+    """Split a frame from :func:`pack` into its header and views of its blobs (no copies:
+    a reply's pixels go into images as they lie in the frame); a malformed frame raises a
+    one-line ``SparkError``."""
     view = memoryview(frame)
     if len(view) < _HEADER.size:
         raise SparkError("malformed spark frame: shorter than its header")
@@ -61,7 +66,7 @@ def unpack(frame: bytes) -> tuple[dict[str, Any], list[bytes]]:
         raise SparkError("malformed spark frame: blob lengths do not add up")
     blobs = []
     for n in lengths:
-        blobs.append(bytes(view[offset : offset + n]))
+        blobs.append(view[offset : offset + n])
         offset += n
     return header, blobs
 
@@ -78,26 +83,28 @@ def pack_request(genomes: Sequence[dict[str, Any]], size: int) -> bytes:
     return pack({"op": "render", "size": size, "genomes": texts, "tensors": slots}, blobs)
 
 
-def unpack_request(header: dict[str, Any], blobs: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> tuple[list[dict[str, Any]], int]:
     texts, slots = header.get("genomes"), header.get("tensors")
     if not isinstance(texts, list) or not isinstance(slots, list) or len(texts) != len(slots):
         raise SparkError("malformed render request: genomes and tensors do not match")
     genomes = [
-        genome_codec.decode(text, None if slot is None else blobs[slot])
+        genome_codec.decode(text, None if slot is None else bytes(blobs[slot]))
         for text, slot in zip(texts, slots, strict=True)
     ]
     return genomes, int(header["size"])
 
 
-def pack_images(images: Sequence[Image.Image]) -> bytes:
-    """Images as raw RGB bytes: lossless and cheaper than PNG on both sides."""
-    rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+def pack_images(images: Sequence[Image.Image] | np.ndarray) -> bytes:
+    """Images (or ``[n, h, w, 3]`` uint8 pixels) as raw RGB bytes: lossless and cheaper than
+    PNG on both sides. Pixel arrays are copied once, straight into the frame."""
+    pixels = [rgb_pixels(im) for im in images]
     return pack(
-        {"op": "images", "sizes": [list(im.size) for im in rgb]}, [im.tobytes() for im in rgb]
+        {"op": "images", "sizes": [[p.shape[1], p.shape[0]] for p in pixels]},
+        [memoryview(np.ascontiguousarray(p)).cast("B") for p in pixels],
     )
 
 
-def unpack_images(header: dict[str, Any], blobs: list[bytes]) -> list[Image.Image]:
+def unpack_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> list[Image.Image]:
     sizes = header.get("sizes")
     if not isinstance(sizes, list) or len(sizes) != len(blobs):
         raise SparkError("malformed image reply: sizes do not match the images")
@@ -105,11 +112,12 @@ def unpack_images(header: dict[str, Any], blobs: list[bytes]) -> list[Image.Imag
     for (width, height), blob in zip(sizes, blobs, strict=True):
         if len(blob) != width * height * 3:
             raise SparkError(f"malformed image reply: {len(blob)} bytes for {width}x{height} RGB")
-        images.append(Image.frombytes("RGB", (width, height), blob))
+        # Read-only images over the frame's own bytes (Pillow copies if one is drawn on).
+        images.append(Image.frombuffer("RGB", (width, height), blob, "raw", "RGB", 0, 1))
     return images
 
 
-def read_images(header: dict[str, Any], blobs: list[bytes], count: int) -> list[Image.Image]:
+def read_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview], count: int) -> list[Image.Image]:
     """The images of a render reply for ``count`` genomes; an error frame raises its one-line
     message as ``SparkError``, and so does a reply with the wrong number of images."""
     if header.get("op") == "error":
@@ -124,7 +132,7 @@ def read_images(header: dict[str, Any], blobs: list[bytes], count: int) -> list[
 
 
 def serve(
-    generator: Any, header: dict[str, Any], blobs: list[bytes], send: Any | None = None
+    generator: Any, header: dict[str, Any], blobs: Sequence[bytes | memoryview], send: Any | None = None
 ) -> bytes:
     """Answer one render request with an image frame, or an error frame carrying the
     generator's one-line message; ``send`` (if given) carries progress frames meanwhile."""
@@ -135,7 +143,10 @@ def serve(
             if send is not None:
                 send(pack({"op": "progress", "done": int(done), "total": int(total)}))
 
-        images = generator.render(genomes, size, progress=progress)
+        # A generator that renders to one pixel array (CPPN) skips making images here: the
+        # frame takes the pixels as they are.
+        render = getattr(generator, "render_pixels", None) or generator.render
+        images = render(genomes, size, progress=progress)
         if len(images) != len(genomes):
             raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
         return pack_images(images)
