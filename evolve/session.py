@@ -32,8 +32,7 @@ T = TypeVar("T")
 RENDER_BATCHES = 3
 Progress = Callable[[int, int], None]
 # Writer threads encode and stage each rendered batch while the next one renders (the PNG and
-# JPEG encoders release the GIL), then check the generation against the store while the
-# last images are encoded. One per core the render leaves free, two at most: a writer more
+# JPEG encoders release the GIL). One per core the render leaves free, two at most: a writer more
 # than that takes turns on the render's core and slows the render more than it saves.
 # Shared by every session in the process and kept between generations (a thread per
 # generation costs more to start and join than the last batch costs to write).
@@ -412,7 +411,8 @@ class Session:
             result = prepare()
         except BaseException:
             # Whatever was staged, here or by the writer, goes: nothing is left for gc.
-            writes = [future for future, _, _ in jobs if not future.cancelled()]
+            # Jobs no writer has started are dropped; the ones that ran are undone.
+            writes = [future for future, _, _ in jobs if not future.cancel()]
             wait(writes)
             leftovers = [f.result()[1] for f in writes if f.exception() is None]
             self.store.objects.discard([*staged, *leftovers])  # idempotent

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy import exc as sa_exc
 from sqlmodel import Session
 
@@ -44,6 +44,17 @@ _IDS_PER_QUERY = collect.CHUNK
 def _one_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Database errors as one-line ``StoreError``s, whether a session or a connection ran them."""
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise StoreError(f"conflicting write: {_one_line(exc)}") from None
+    except sa_exc.OperationalError as exc:
+        raise StoreError(f"database error: {_one_line(exc)}") from None
 
 
 class Store:
@@ -79,27 +90,18 @@ class Store:
 
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
-        engine = self._write_engine if write else self._engine
-        try:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except sa_exc.IntegrityError as exc:
-            raise StoreError(f"conflicting write: {_one_line(exc)}") from None
-        except sa_exc.OperationalError as exc:
-            raise StoreError(f"database error: {_one_line(exc)}") from None
+        with _store_errors(), Session(self._engine_for(write), expire_on_commit=False) as session, session.begin():
+            yield session
 
     @contextmanager
     def _connection(self, write: bool = False) -> Iterator[Connection]:
         """A Core transaction, for the reads and writes every generation makes: no ORM
         session and no ORM objects, which cost more than those statements themselves."""
-        engine = self._write_engine if write else self._engine
-        try:
-            with engine.begin() as conn:
-                yield conn
-        except sa_exc.IntegrityError as exc:
-            raise StoreError(f"conflicting write: {_one_line(exc)}") from None
-        except sa_exc.OperationalError as exc:
-            raise StoreError(f"database error: {_one_line(exc)}") from None
+        with _store_errors(), self._engine_for(write).begin() as conn:
+            yield conn
+
+    def _engine_for(self, write: bool) -> Engine:
+        return self._write_engine if write else self._engine
 
     # Runs and branches
 
@@ -220,8 +222,9 @@ class Store:
     ) -> PreparedGeneration:
         """Check and encode a generation ahead of its commit, without taking the write lock.
 
-        A session runs this while the generation renders, so that ``commit_generation``
-        only has four statements left to run under the lock.
+        A session runs this once its images are rendered and staged, before they are
+        published: a stale head fails here and the images are discarded unseen, and
+        ``commit_generation`` only has four statements left to run under the lock.
 
         Raises:
             StoreError: bad input, a stale branch head, or missing parents or ratings.
