@@ -129,11 +129,15 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
         store = session.store
         commit = Timed(store.commit_generation)
         store.commit_generation = commit  # type: ignore[method-assign]
+        prepare = Timed(store.prepare_generation)
+        store.prepare_generation = prepare  # type: ignore[method-assign]
+        publish = Timed(store.objects.publish)
+        store.objects.publish = publish  # type: ignore[method-assign]
         tell = Timed(session._tell)
         session._tell = tell  # type: ignore[method-assign]
         rng = np.random.default_rng(0)
         for generation in range(generations + 2):
-            for timer in (generator, pool, commit, tell):
+            for timer in (generator, pool, commit, tell, prepare, publish):
                 timer.seconds = 0.0
             parent = set(session.head().population)
             start = time.perf_counter()
@@ -145,15 +149,19 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
             new = [g for i, g in zip(head.population, store.genomes(head), strict=True) if i not in parent]
             alone = statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
             if generation >= 2:  # the first generations warm up torch and the store
-                rows.append((wall, alone, generator.seconds, pool.seconds, commit.seconds, tell.seconds))
+                rows.append(
+                    (wall, alone, generator.seconds, pool.seconds, commit.seconds, tell.seconds, prepare.seconds, publish.seconds)
+                )
         store.close()
     pool.close()
-    wall, alone, render, pooled, stored, told = (statistics.median(col) for col in zip(*rows, strict=True))
+    wall, alone, render, pooled, stored, told, prepared, published = (
+        statistics.median(col) for col in zip(*rows, strict=True)
+    )
     # Everything in the generation that is not the GA, over the render alone: the pool, the
     # head read, the encoding and writing that the render does not hide (and its contention
     # with the render thread), and the commit. Median over generations of the per-generation
     # ratio, so a burst of load elsewhere on the machine moves both sides of it alike.
-    shares = sorted((w - t - a) / a for w, a, _, _, _, t in rows)
+    shares = sorted((w - t - a) / a for w, a, _, _, _, t, _, _ in rows)
     share = statistics.median(shares)
 
     def line(label: str, seconds: float) -> None:
@@ -162,6 +170,8 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
     print(f"   {'render alone, one call (reference)':<44} {alone * 1000:8.2f} ms")
     line(f"render inside the generation ({chunks} batches)", render)
     line("pool", pooled - render)
+    line("new genomes hashed and checked (prepare)", prepared)
+    line("images made durable and visible (publish)", published)
     line("commit transaction (rows only)", stored)
     line("engine ask/tell (the GA, not counted)", told)
     print(f"   {'whole generation':<44} {wall * 1000:8.2f} ms")

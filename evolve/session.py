@@ -393,7 +393,10 @@ class Session:
 
                 genomes = [population[places[0]].genome for _, places in part]
                 try:
-                    rendered = self.spark.render(genomes, self.run.size, progress=chunk_progress)
+                    # No callback when nobody listens: a spark in another process then
+                    # sends no progress frames.
+                    listen = chunk_progress if progress else None
+                    rendered = self.spark.render(genomes, self.run.size, progress=listen)
                 except GeneratorError as exc:
                     raise SessionError(str(exc)) from None
                 done += sum(len(places) for _, places in part)

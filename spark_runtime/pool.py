@@ -37,7 +37,12 @@ class _Progress:
         self._reported = -1
         self._lock = threading.Lock()
 
-    def chunk(self, index: int, size: int) -> ProgressCallback:
+    def chunk(self, index: int, size: int) -> ProgressCallback | None:
+        """The progress callback for one chunk; None when nobody listens (a spark in
+        another process then sends no progress at all)."""
+        if self._callback is None:
+            return None
+
         def report(done: int, total: int) -> None:
             self.set(index, size * done // total if total else size)
 
@@ -220,7 +225,7 @@ class SparkPool:
         self.retries += 1
 
     def _render_chunk(
-        self, spark: int, genomes: list[dict[str, Any]], size: int, progress: ProgressCallback
+        self, spark: int, genomes: list[dict[str, Any]], size: int, progress: ProgressCallback | None
     ) -> list[Image.Image]:
         images = self.sparks[spark].render(genomes, size, progress=progress)
         if len(images) != len(genomes):

@@ -3,7 +3,8 @@
 The child builds the generator once and keeps it loaded between batches. Parent and child
 talk over a ``multiprocessing`` pipe with ``send_bytes``/``recv_bytes`` and a framing of our
 own (JSON header plus raw blobs), so nothing either side loads is ever unpickled: genomes go
-over as canonical JSON plus safetensors bytes, images come back as raw RGB arrays.
+over as canonical JSON plus safetensors bytes, images come back as raw RGB arrays, through
+memory shared with the child where the platform has it (``shared_pixels``).
 
 A child that dies mid-batch (killed, out of memory, a segfault in a native library) shows up
 as end-of-file on the pipe; the spark raises ``SparkLost`` and starts a fresh child on its
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spark_runtime import genome_codec
+from spark_runtime import genome_codec, shared_pixels
 from spark_runtime.image_codec import rgb_pixels
 from spark_runtime.pool import SparkLost
+from spark_runtime.shared_pixels import ChildPixels, ParentPixels
 from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
 
 _HEADER = struct.Struct(">I")
@@ -71,8 +73,9 @@ def unpack(frame: bytes) -> tuple[dict[str, Any], list[memoryview]]:
     return header, blobs
 
 
-def pack_request(genomes: Sequence[dict[str, Any]], size: int) -> bytes:
-    """A render request: each genome as canonical JSON, its tensors (if any) as safetensors."""
+def pack_request(genomes: Sequence[dict[str, Any]], size: int, progress: bool = True) -> bytes:
+    """A render request: each genome as canonical JSON, its tensors (if any) as safetensors.
+    ``progress``: whether the spark should send progress frames while it renders."""
     texts, slots, blobs = [], [], []
     for genome in genomes:
         text, tensors = genome_codec.encode(genome)
@@ -80,7 +83,8 @@ def pack_request(genomes: Sequence[dict[str, Any]], size: int) -> bytes:
         slots.append(None if tensors is None else len(blobs))
         if tensors is not None:
             blobs.append(tensors)
-    return pack({"op": "render", "size": size, "genomes": texts, "tensors": slots}, blobs)
+    header = {"op": "render", "size": size, "genomes": texts, "tensors": slots, "progress": progress}
+    return pack(header, blobs)
 
 
 def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> tuple[list[dict[str, Any]], int]:
@@ -94,18 +98,23 @@ def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) 
     return genomes, int(header["size"])
 
 
-def pack_images(images: Sequence[Image.Image] | np.ndarray) -> bytes:
+def pack_images(images: Sequence[Image.Image] | np.ndarray, shared: ChildPixels | None = None) -> bytes:
     """Images (or ``[n, h, w, 3]`` uint8 pixels) as raw RGB bytes: lossless and cheaper than
-    PNG on both sides. Pixel arrays are copied once, straight into the frame."""
-    pixels = [rgb_pixels(im) for im in images]
-    return pack(
-        {"op": "images", "sizes": [[p.shape[1], p.shape[0]] for p in pixels]},
-        [memoryview(np.ascontiguousarray(p)).cast("B") for p in pixels],
-    )
+    PNG on both sides. Pixel arrays are copied once, straight into the frame, or into
+    ``shared`` memory when given (the frame then carries only the sizes)."""
+    pixels = [np.ascontiguousarray(rgb_pixels(im)) for im in images]
+    header: dict[str, Any] = {"op": "images", "sizes": [[p.shape[1], p.shape[0]] for p in pixels]}
+    if shared is not None:
+        return pack({**header, "shared": shared.write(pixels)})
+    return pack(header, [memoryview(p).cast("B") for p in pixels])
 
 
 def unpack_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> list[Image.Image]:
+    """Images over the reply's pixel bytes (``blobs``: one per image, or, for a reply through
+    shared memory, all of them back to back in one)."""
     sizes = header.get("sizes")
+    if "shared" in header and isinstance(sizes, list) and len(blobs) == 1:
+        blobs = _split(blobs[0], sizes)
     if not isinstance(sizes, list) or len(sizes) != len(blobs):
         raise SparkError("malformed image reply: sizes do not match the images")
     images = []
@@ -115,6 +124,20 @@ def unpack_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -
         # Read-only images over the frame's own bytes (Pillow copies if one is drawn on).
         images.append(Image.frombuffer("RGB", (width, height), blob, "raw", "RGB", 0, 1))
     return images
+
+
+def _split(data: bytes | memoryview, sizes: list[Any]) -> list[memoryview]:
+    view, parts, offset = memoryview(data), [], 0
+    for size in sizes:
+        ok = isinstance(size, list) and len(size) == 2 and all(type(n) is int and n >= 0 for n in size)
+        if not ok:
+            raise SparkError("malformed image reply: sizes do not match the images")
+        n = size[0] * size[1] * 3
+        parts.append(view[offset : offset + n])
+        offset += n
+    if offset != len(view):
+        raise SparkError(f"malformed image reply: {len(view)} shared bytes for {offset} bytes of images")
+    return parts
 
 
 def read_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview], count: int) -> list[Image.Image]:
@@ -132,24 +155,34 @@ def read_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview], cou
 
 
 def serve(
-    generator: Any, header: dict[str, Any], blobs: Sequence[bytes | memoryview], send: Any | None = None
+    generator: Any,
+    header: dict[str, Any],
+    blobs: Sequence[bytes | memoryview],
+    send: Any | None = None,
+    shared: ChildPixels | None = None,
 ) -> bytes:
     """Answer one render request with an image frame, or an error frame carrying the
-    generator's one-line message; ``send`` (if given) carries progress frames meanwhile."""
+    generator's one-line message; ``send`` (if given) carries progress frames meanwhile,
+    and ``shared`` (if given) takes the pixels instead of the frame."""
     try:
         genomes, size = unpack_request(header, blobs)
+        sent = [-1]
 
         def progress(done: int, total: int) -> None:
-            if send is not None:
+            # Each frame wakes the parent, on a core the render or the writer is using: send
+            # one only when the count moves, and none when the parent did not ask.
+            if send is not None and int(done) != sent[0]:
+                sent[0] = int(done)
                 send(pack({"op": "progress", "done": int(done), "total": int(total)}))
 
         # A generator that renders to one pixel array (CPPN) skips making images here: the
         # frame takes the pixels as they are.
         render = getattr(generator, "render_pixels", None) or generator.render
-        images = render(genomes, size, progress=progress)
+        wanted = header.get("progress", True) is not False
+        images = render(genomes, size, progress=progress if wanted else None)
         if len(images) != len(genomes):
             raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
-        return pack_images(images)
+        return pack_images(images, shared)
     except Exception as exc:
         return pack({"op": "error", "message": one_line(exc)})
 
@@ -162,7 +195,7 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _child_main(conn: Any, target: str, config_json: str, threads: int | None) -> None:
+def _child_main(conn: Any, target: str, config_json: str, threads: int | None, share: bool = True) -> None:
     """Build the generator once, then serve render requests until told to stop or orphaned."""
     try:
         set_threads(threads)
@@ -171,6 +204,7 @@ def _child_main(conn: Any, target: str, config_json: str, threads: int | None) -
         conn.send_bytes(pack({"op": "error", "message": one_line(exc)}))
         return
     conn.send_bytes(pack({"op": "ready"}))
+    shared = ChildPixels() if share and shared_pixels.supported() else None
     while True:
         try:
             header, blobs = unpack(conn.recv_bytes())
@@ -178,7 +212,9 @@ def _child_main(conn: Any, target: str, config_json: str, threads: int | None) -
             return  # the parent went away: nothing left to serve
         if header.get("op") != "render":
             return
-        conn.send_bytes(serve(generator, header, blobs, conn.send_bytes))
+        conn.send_bytes(serve(generator, header, blobs, conn.send_bytes, shared))
+        if shared is not None:
+            shared.hand_over(conn)
 
 
 # The parent
@@ -221,6 +257,8 @@ class ProcessSpark:
         threads: torch threads for the child (None: torch's default); several sparks on one
             machine should split the cores between them.
         start_timeout_s: how long the child may take to build the generator.
+        shared_memory: images come back through shared memory where the platform has it
+            (False: inside the reply frames, as from a Ray actor).
     """
 
     def __init__(
@@ -230,17 +268,20 @@ class ProcessSpark:
         *,
         threads: int | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
+        shared_memory: bool = True,
     ) -> None:
         self.target = target
         self.config = json.loads(json.dumps(config))
         self.threads = threads
         self.start_timeout_s = start_timeout_s
+        self.shared_memory = shared_memory
         self.restarts = 0
         self._lock = threading.Lock()
         self._process: Any | None = None
         self._conn: Any | None = None
         self._ready = False
         self._started_once = False
+        self._pixels = ParentPixels()  # the child's shared reply memory, once it sends it
 
     @property
     def pid(self) -> int | None:
@@ -255,7 +296,7 @@ class ProcessSpark:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_child_main,
-            args=(child_conn, self.target, json.dumps(self.config), self.threads),
+            args=(child_conn, self.target, json.dumps(self.config), self.threads, self.shared_memory),
             name=f"spark {self.target}",
             daemon=True,
         )
@@ -307,7 +348,7 @@ class ProcessSpark:
         """
         if not genomes:
             return []
-        request = pack_request(genomes, size)
+        request = pack_request(genomes, size, progress=progress is not None)
         with self._lock:
             self.start()
             try:
@@ -330,6 +371,9 @@ class ProcessSpark:
         while True:
             header, blobs = unpack(self._conn.recv_bytes())
             if header.get("op") != "progress":
+                if "shared" in header and not blobs:
+                    # Copied out now, under the lock: the next request may overwrite it.
+                    blobs = [self._pixels.read(self._conn, header["shared"])]
                 return header, blobs
             if progress is not None:
                 progress(int(header["done"]), int(header["total"]))
@@ -358,6 +402,7 @@ class ProcessSpark:
     def _stop(self, kill: bool) -> None:
         process, conn = self._process, self._conn
         self._process, self._conn, self._ready = None, None, False
+        self._pixels.close()
         if conn is not None:
             if not kill:
                 with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@ from spark_runtime.process_spark import (
     pack,
     pack_images,
     pack_request,
+    serve,
     unpack,
     unpack_images,
     unpack_request,
@@ -111,6 +112,25 @@ def test_image_reply_with_wrong_byte_count_is_refused():
         unpack_images(header, blobs)
 
 
+def test_progress_frames_only_when_asked_and_only_when_the_count_moves():
+    class Repeating:
+        """Reports every count twice, as a renderer working in pixel chunks does."""
+
+        def render(self, genomes, size, progress=None):
+            for i in range(len(genomes)):
+                if progress is not None:
+                    progress(i + 1, len(genomes))
+                    progress(i + 1, len(genomes))
+            return [fake_image(g, size) for g in genomes]
+
+    genomes = fake_genomes(3)
+    for asked, expected in ((True, [1, 2, 3]), (False, [])):
+        sent: list[bytes] = []
+        reply = serve(Repeating(), *unpack(pack_request(genomes, 8, progress=asked)), send=sent.append)
+        assert [unpack(frame)[0]["done"] for frame in sent] == expected
+        assert len(unpack_images(*unpack(reply))) == 3
+
+
 # The spark
 
 
@@ -128,6 +148,23 @@ def test_renders_cppn_exactly_like_the_in_process_spark_and_reports_progress(cpp
     # Progress crosses the process boundary as the child renders, not only at the end.
     assert len(seen) > 1 and seen[-1] == (4, 4)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_a_reply_larger_than_the_shared_memory_grows_it_and_arrives_intact(cppn_pair):
+    # 6 images at 256 px are 1.1 MiB of pixels, more than the first shared file holds.
+    genomes = _cppn_genomes(6, seed=4)
+    reference = InProcessSpark(CPPN, {}).render(genomes, 256)
+    spark = cppn_pair[1]
+    assert _same(spark.render(genomes[:1], 256), reference[:1])
+    assert _same(spark.render(genomes, 256), reference)
+    assert _same(spark.render(genomes[2:4], 256), reference[2:4])
+    assert spark.restarts == 0
+
+
+def test_without_shared_memory_images_come_back_in_the_frames():
+    genomes = _cppn_genomes(3, seed=5)
+    with ProcessSpark(CPPN, {}, threads=1, shared_memory=False) as spark:
+        assert _same(spark.render(genomes, 64), InProcessSpark(CPPN, {}).render(genomes, 64))
 
 
 def test_bad_config_and_bad_target_fail_on_start_in_one_line():
