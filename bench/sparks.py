@@ -5,7 +5,9 @@ and the store add to each generation.
    N process sparks with one torch thread each (so the ratio measures sparks, not torch's
    own threading), in interleaved rounds, median per setup, printed as images/s and as a
    ratio against 1 process spark measured in the same run. The in-process render (same thread count) is the
-   floor that process sparks add IPC to.
+   floor that process sparks add IPC to. Then the reply transport alone: a generator that
+   renders nothing (its pixels are ready) behind a process spark whose images come back
+   through shared memory, against one whose images come back inside the reply frames.
 2. Overhead per generation: ``Session.evolve`` through a one-spark pool, on a ``local``
    (in-process) spark and on a ``process`` spark. The reference is strict: right after each
    generation, its new genomes render again in one call in this process, with nothing else
@@ -80,12 +82,55 @@ def throughput(genomes: list[dict], size: int, repeats: int) -> None:
         seconds = statistics.median(samples)
         ratio = "" if name == "in-process" else f"  ratio vs 1 spark {n / seconds / base:.2f}x"
         print(
-            f"   {name:<11} {n / seconds:7.1f} images/s  ({seconds * 1000:6.0f} ms, median of {repeats}){ratio}"
+            f"   {name:<18} {n / seconds:7.1f} images/s  ({seconds * 1000:6.0f} ms, median of {repeats}){ratio}"
         )
     print(
         f"   This machine has {cores()} CPU core(s): sparks beyond {cores()} share them, so the "
         f"ratio cannot pass {cores()}x here; on a cluster each spark brings its own GPU or cores."
     )
+
+
+class ReadyPixels:
+    """A stand-in generator for the transport measure: its "render" hands back pixels made
+    once, so a process spark's call time is the request, the reply and nothing else."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.pixels = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+        self.config = {"count": count, "size": size}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ReadyPixels:
+        return cls(int(config["count"]), int(config["size"]))
+
+    def render_pixels(self, genomes: list[dict], size: int, progress: Any = None) -> np.ndarray:
+        return self.pixels[: len(genomes)]
+
+    def render(self, genomes: list[dict], size: int, progress: Any = None) -> Any:
+        return self.render_pixels(genomes, size, progress)
+
+
+def transport(count: int, size: int, repeats: int) -> None:
+    """One process spark's reply through shared memory against inside the frame."""
+    target, config = "bench.sparks:ReadyPixels", {"count": count, "size": size}
+    sparks = {
+        "shared memory": ProcessSpark(target, config, threads=1),
+        "inside the frame": ProcessSpark(target, config, threads=1, shared_memory=False),
+    }
+    genomes = [{"n": i} for i in range(count)]
+    times: dict[str, list[float]] = {name: [] for name in sparks}
+    for spark in sparks.values():
+        spark.render(genomes, size)  # starts the child and sizes its buffers
+    for _ in range(repeats):
+        for name, spark in sparks.items():
+            start = time.perf_counter()
+            spark.render(genomes, size)
+            times[name].append(time.perf_counter() - start)
+    for spark in sparks.values():
+        spark.close()
+    shared, framed = (statistics.median(times[name]) for name in sparks)
+    print(f"   reply of {count} images at {size} px, pixels ready (median of {repeats}):")
+    print(f"     through shared memory   {shared * 1000:6.2f} ms")
+    print(f"     inside the reply frame  {framed * 1000:6.2f} ms  ({framed / shared:.2f}x the shared-memory reply)")
 
 
 class Timed:
@@ -228,6 +273,7 @@ def main() -> int:
     )
     if not args.skip_throughput:
         throughput(genomes, args.size, args.repeats)
+        transport(args.population, args.size, 5 * args.repeats)
     results = [overhead(args.population, args.size, args.generations, args.chunks, kind, args.store_dir) for kind in args.spark]
     ok = all(results)
     return 0 if ok else 1
