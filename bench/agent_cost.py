@@ -57,23 +57,25 @@ class TimedAgent(Agent):
 
     def __init__(self, config: AgentConfig) -> None:
         super().__init__(config)
-        self.stages = {"fit+ties": 0.0, "screen": 0.0, "record": 0.0}
+        self.stages = {"ties": 0.0, "screen": 0.0, "record": 0.0}
 
     @property
     def spent(self) -> float:
         return sum(self.stages.values())
 
     def tie_break(self, session, head, fitness, ratings=None):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()  # the first call of a generation: it fits the model
+        # The first call of a generation: with --fit-at-enter it also fits the model, which
+        # otherwise ``prefit`` did while the person rated.
+        start = time.perf_counter()
         try:
             return super().tie_break(session, head, fitness, ratings)
         finally:
-            self.stages["fit+ties"] += time.perf_counter() - start
+            self.stages["ties"] += time.perf_counter() - start
 
     def screener(self, session, head, **kwargs):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         choose, k = super().screener(session, head, **kwargs)
-        self.stages["fit+ties"] += time.perf_counter() - start
+        self.stages["ties"] += time.perf_counter() - start
 
         def timed(children, places):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
@@ -180,11 +182,6 @@ def main() -> None:
         f"{when}: agent's own work / plain generation = {agent_only / base:.3f}; "
         f"with the extra breeding = {(agent_only + breeding) / base:.3f} (acceptance: < 0.20)"
     )
-    if not args.fit_at_enter:
-        print(
-            f"estimate had the fit waited for Enter (the prefit time added; --fit-at-enter measures it): "
-            f"{(agent_only + median['prefit'] + breeding) / base:.3f} with the extra breeding"
-        )
     # The two runs drift apart (the agent's run breeds other, often bigger, genomes), so also
     # against its own generation less what the agent added: the same pictures without it.
     own_run = median["with agent"] - agent_only - breeding

@@ -51,6 +51,7 @@ from ui.app import build_app  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ALL_SHOWN = "n => document.querySelectorAll('.im-cell').length === n && !document.querySelector('.im-cell.im-wait')"
+VIEWPORT = {"width": 1280, "height": 900}
 
 
 def _serve(app: Any) -> tuple[Any, str]:
@@ -112,18 +113,24 @@ def evolve_round(page: Any, store: Store, run: Any, generator: Any, i: int) -> t
     return ui_s, render_s, committed[0] / 1000.0 if committed else float("nan")
 
 
+def _open_run(page: Any, url: str, run_id: str) -> Any:
+    """Load the app in ``page`` and open the run's main branch in it."""
+    page.goto(url)
+    page.wait_for_function("() => window.Imagery && document.querySelector('.im-top')")
+    page.evaluate("r => window.Imagery.open(r, 'main')", run_id)
+    return page
+
+
 def agent_in_the_ui(browser: Any, url: str, wb: Any, store: Store, form: dict, rounds: int) -> None:
     """Enter to the last image with the agent's first pass off and at the UI's default k, in
     alternating rounds on two runs of the same spec (each in its own browser profile)."""
-    tabs = {}
+    tabs, contexts = {}, []
     for label, k in (("agent off", 0), ("agent k=4", 4)):
         made = handlers.create_run(wb, {**form, "name": f"bench-{k}"})
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport=VIEWPORT)
         context.add_init_script(f"sessionStorage.setItem('imagery.agentK', '{k}')")
-        page = context.new_page()
-        page.goto(url)
-        page.wait_for_function("() => window.Imagery && document.querySelector('.im-top')")
-        page.evaluate("r => window.Imagery.open(r, 'main')", made["run"])
+        contexts.append(context)
+        page = _open_run(context.new_page(), url, made["run"])
         page.wait_for_function(ALL_SHOWN, arg=form["population"], timeout=60_000)
         assert page.evaluate("() => window.Imagery.debug().agent.k") == k
         run = store.get_run(made["run"])
@@ -141,6 +148,8 @@ def agent_in_the_ui(browser: Any, url: str, wb: Any, store: Store, form: dict, r
     plain = statistics.median(r[0] for r in tabs["agent off"][3])
     added = extra["agent k=4"] - extra["agent off"]
     print(f"  the agent adds {added * 1000:.1f} ms = {added / plain:.2f} of the plain Enter->last thumbnail")
+    for context in contexts:
+        context.close()
 
 
 def _render_in_thread(generator: Any, genomes: list[Any], size: int) -> float:
@@ -195,10 +204,7 @@ def score_latency(page: Any, db_path: Path, presses: int) -> tuple[list[float], 
 
 def screenshot(browser: Any, url: str, run_id: str, path: Path) -> None:
     """A fresh tab on the run: one more generation, a few marks at a person's pace, lineage."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(url)
-    page.wait_for_function("() => window.Imagery && document.querySelector('.im-top')")
-    page.evaluate("r => window.Imagery.open(r, 'main')", run_id)
+    page = _open_run(browser.new_page(viewport=VIEWPORT), url, run_id)
     page.wait_for_function("() => window.Imagery.debug().st")
     page.keyboard.press("Enter")
     page.wait_for_function("() => window.Imagery.debug().perf.length > 0", timeout=60_000)
@@ -264,10 +270,7 @@ def main() -> int:
         server, url = _serve(app)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.wait_for_function("() => window.Imagery && document.querySelector('.im-top')")
-            page.evaluate("r => window.Imagery.open(r, 'main')", made["run"])
+            page = _open_run(browser.new_page(viewport=VIEWPORT), url, made["run"])
             page.wait_for_function(ALL_SHOWN, arg=args.population, timeout=60_000)
 
             print(

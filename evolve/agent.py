@@ -234,14 +234,19 @@ class Agent:
             fitted = agent_data.fit([], lambda r: np.zeros((0, 0)), self.config.l2, "")
         else:
             fitted = self.fit(session, store.get_snapshot(snapshot.parent_id))
-        x = self.features.get(snapshot.population, _genomes(store, snapshot), _renderer(session))
-        return _prediction(fitted, x)
+        return _prediction(fitted, self._snapshot_rows(session, snapshot))
 
     def utility(self, session: Any, snapshot: Any, fitted: Fitted) -> np.ndarray:
         """The predicted utility of each position of a stored snapshot (mean only)."""
-        x = self.features.get(snapshot.population, _genomes(session.store, snapshot), _renderer(session))
+        x = self._snapshot_rows(session, snapshot)
         with single_blas_thread():
             return fitted.model.utility(x)
+
+    def _snapshot_rows(self, session: Any, snapshot: Any, render: Any = None) -> np.ndarray:
+        """The feature rows of a stored snapshot's population, in position order (cached by
+        individual id; genomes read and images rendered only for rows not cached)."""
+        genomes = _genomes(session.store, snapshot)
+        return self.features.get(snapshot.population, genomes, render or _renderer(session))
 
     def agreement(self, session: Any, last: int | None = None) -> float:
         """How often the person's choices fell in the agent's top half of what it showed.
@@ -257,7 +262,10 @@ class Agent:
             made = [s for s in history if isinstance((s.settings or {}).get("agent"), dict)]
             made = made[-last:] if last else made
             live = frozenset(s.id for s in history[-1:])  # the head's ratings may still change
-            rated = agent_data.rated_snapshots(session.store, made, len(made), self._rated, live)
+            # What the memo lacks (and the head), in one read rather than one per generation.
+            unread = [s.id for s in made if s.id not in self._rated or s.id in live]
+            read = session.store.ratings_of(unread) if unread else {}
+            rated = agent_data.rated_snapshots(session.store, made, len(made), self._rated, live, read)
         for group in rated:
             snapshot, chosen = group.snapshot, _chosen(group)
             if chosen:
@@ -374,7 +382,7 @@ class Agent:
             scale = None if fitted.model.scale is None else fitted.model.scale[cols]
             pool = np.arange(len(children))
             if kept:
-                parents = self.features.get(head.population, _genomes(session.store, head), render)[kept]
+                parents = self._snapshot_rows(session, head, render)[kept]
                 far = far_from(x[:, cols], parents[:, cols], c.min_distance, scale)
                 if far.sum() >= places:
                     pool = np.flatnonzero(far)

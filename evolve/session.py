@@ -285,10 +285,9 @@ class Session:
         if self._last_commit is not None and self._last_commit[0].id == snapshot_id:
             return self._last_commit[0], list(self._last_commit[1])
         head = self.store.get_snapshot(snapshot_id)
-        # Nothing reads the current population's own parents here (elites keep their stored
-        # rows, and the agent looks at genomes only): skip the lookups ``candidates`` makes.
-        genomes = self.store.genomes(head)
-        return head, [Candidate(id=i, genome=g) for i, g in zip(head.population, genomes, strict=True)]
+        # Without their parent ids, as a generation made here leaves them: nothing reads
+        # the current population's own parents (elites keep their stored rows).
+        return head, [Candidate(id=i, genome=g) for i, g, _ in self.store.population(head)]
 
     def _tell(
         self, engine: Engine, fitness: Sequence[float], head: Any, ratings: list[Any], extra: dict[str, Any]
@@ -317,16 +316,27 @@ class Session:
         on_image: OnImage | None = None,
         chunks: int = RENDER_BATCHES,
     ) -> Any:
-        def prepare() -> Any:
-            return self.store.prepare_generation(
+        images, thumbs, staged = self._render(population, parent, progress, on_image, chunks)
+        try:
+            # Hashing the new genomes and checking them against the store comes after the
+            # render: it is pure Python, and beside the render it would hold the GIL that the
+            # render thread takes back between tensor operations, which slowed the render by
+            # more than this takes on its own. A stale head fails here, and the images go
+            # unseen.
+            individuals = self.store.prepare_generation(
                 branch_id=self.branch.id,
                 parent_id=parent.id if parent else None,
                 generation=generation,
                 individuals=[(c.genome, list(c.parent_ids), c.identity) for c in population],
                 consumed_ratings=consumed,
             )
-
-        images, thumbs, individuals = self._render(population, parent, progress, on_image, chunks, prepare)
+        except BaseException:
+            self.store.objects.discard(staged)
+            raise
+        # Every image made durable and put in place with two file-system syncs in all.
+        self.store.objects.publish(staged)
+        if progress:
+            progress(len(population), len(population))
         snapshot = self.store.commit_generation(
             branch_id=self.branch.id,
             parent_id=parent.id if parent else None,
@@ -349,20 +359,16 @@ class Session:
         progress: Progress | None,
         on_image: OnImage | None,
         chunks: int,
-        prepare: Callable[[], T],
-    ) -> tuple[list[str], list[str], T]:
+    ) -> tuple[list[str], list[str], list[StagedObjects]]:
         """Render the genomes the parent does not already show, and stage their images.
 
         Elites reuse the parent's objects by hash: nothing is rendered, read or written for
         them. New images render in ``chunks`` batches; the writer thread encodes and stages
         each finished batch while the next renders (the encoders let go of the GIL).
-        ``prepare`` (hashing the new genomes and checking them against the store) runs once
-        the render is over: it is pure Python, and on the writer it would hold the GIL that
-        the render thread takes back between tensor operations, which slowed the render by
-        more than ``prepare`` takes on its own.
 
         Returns:
-            (image hashes, thumbnail hashes, what ``prepare`` returned).
+            (image hashes, thumbnail hashes, the staged objects, still to be published or
+            discarded by the caller).
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
@@ -370,9 +376,10 @@ class Session:
         # parent's images serve them. New children have no id yet: hashing their genomes
         # here would hold up the render, so each renders as it is and ``prepare`` works its
         # id out (an exact copy of another genome just renders twice, to the same bytes).
+        keys = [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
         groups: dict[Any, list[int]] = {}
-        for position, c in enumerate(population):
-            groups.setdefault(c.known_id if c.known_id is not None else position, []).append(position)
+        for position, key in enumerate(keys):
+            groups.setdefault(key, []).append(position)
         shas: dict[Any, tuple[str, str]] = {}
         if parent is not None:
             for cid, image_sha, thumb_sha in zip(parent.population, parent.images, parent.thumbs, strict=True):
@@ -386,16 +393,16 @@ class Session:
         staged: list[StagedObjects] = []
         try:
             for part in _batches(todo, chunks):
+                # No callback when nobody listens: a spark in another process then sends no
+                # progress frames.
+                listen = None
+                if progress:
 
-                def chunk_progress(d: int, _t: int, offset: int = done) -> None:
-                    if progress:
-                        progress(min(total, offset + d), total)
+                    def listen(d: int, _t: int, offset: int = done, report: Progress = progress) -> None:
+                        report(min(total, offset + d), total)
 
                 genomes = [population[places[0]].genome for _, places in part]
                 try:
-                    # No callback when nobody listens: a spark in another process then
-                    # sends no progress frames.
-                    listen = chunk_progress if progress else None
                     rendered = self.spark.render(genomes, self.run.size, progress=listen)
                 except GeneratorError as exc:
                     raise SessionError(str(exc)) from None
@@ -405,13 +412,10 @@ class Session:
                         announce(position, image, None)
                     jobs.append((_WRITER.submit(self._store_image, image), key, image))
             # Rendering is over: this thread encodes the images no writer has started (from
-            # the last, while the writer works from the first), then runs ``prepare`` itself:
-            # handing it to the writer would cost a thread wake-up and turns on the GIL with
-            # this thread's encoding, more than it would overlap.
+            # the last, while the writer works from the first).
             for future, key, image in reversed(jobs):
                 shas[key], batch = self._store_image(image) if future.cancel() else future.result()
                 staged.append(batch)
-            result = prepare()
         except BaseException:
             # Whatever was staged, here or by the writer, goes: nothing is left for gc.
             # Jobs no writer has started are dropped; the ones that ran are undone.
@@ -420,12 +424,7 @@ class Session:
             leftovers = [f.result()[1] for f in writes if f.exception() is None]
             self.store.objects.discard([*staged, *leftovers])  # idempotent
             raise
-        # Every image made durable and put in place with two file-system syncs in all.
-        self.store.objects.publish(staged)
-        if progress:
-            progress(total, total)
-        by_position = {position: shas[key] for key, places in groups.items() for position in places}
-        return [by_position[i][0] for i in range(total)], [by_position[i][1] for i in range(total)], result
+        return [shas[k][0] for k in keys], [shas[k][1] for k in keys], staged
 
     def _store_image(self, image: Any) -> tuple[tuple[str, str], StagedObjects]:
         """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit.

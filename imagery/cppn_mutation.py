@@ -41,9 +41,6 @@ def _open_to(dst: int, locks: frozenset[str], group: str) -> bool:
 
 
 def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int]]:
-    if not locks:
-        genes = [("link", i) for i, link in enumerate(g["links"]) if link["enabled"]]
-        return genes + [("node", i) for i in range(len(g["nodes"]))]
     genes = [
         ("link", i)
         for i, link in enumerate(g["links"])
@@ -57,8 +54,6 @@ def _perturb_candidates(g: Genome, locks: frozenset[str]) -> list[tuple[str, int
 def _split_candidates(g: Genome, locks: frozenset[str], max_nodes: int) -> list[int]:
     if "topology" in locks or len(g["nodes"]) - len(OUTPUT_IDS) >= max_nodes:
         return []
-    if not locks:
-        return [i for i, link in enumerate(g["links"]) if link["enabled"]]
     return [
         i
         for i, link in enumerate(g["links"])
@@ -89,8 +84,6 @@ def _link_count(g: Genome, locks: frozenset[str]) -> int:
 
 
 def _activation_candidates(g: Genome, locks: frozenset[str]) -> list[int]:
-    if not locks:
-        return list(range(len(g["nodes"])))
     return [i for i, n in enumerate(g["nodes"]) if _open_to(n["id"], locks, "activations")]
 
 

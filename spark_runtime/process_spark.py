@@ -29,7 +29,13 @@ from spark_runtime import genome_codec, shared_pixels
 from spark_runtime.image_codec import rgb_pixels
 from spark_runtime.pool import SparkLost
 from spark_runtime.shared_pixels import ChildPixels, ParentPixels
-from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
+from spark_runtime.spark import (
+    ProgressCallback,
+    SparkError,
+    build_generator,
+    one_line,
+    one_per_genome,
+)
 
 _HEADER = struct.Struct(">I")
 MAX_HEADER_BYTES = 64 << 20
@@ -110,11 +116,8 @@ def pack_images(images: Sequence[Image.Image] | np.ndarray, shared: ChildPixels 
 
 
 def unpack_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> list[Image.Image]:
-    """Images over the reply's pixel bytes (``blobs``: one per image, or, for a reply through
-    shared memory, all of them back to back in one)."""
+    """Images over the reply's pixel bytes, one blob per image."""
     sizes = header.get("sizes")
-    if "shared" in header and isinstance(sizes, list) and len(blobs) == 1:
-        blobs = _split(blobs[0], sizes)
     if not isinstance(sizes, list) or len(sizes) != len(blobs):
         raise SparkError("malformed image reply: sizes do not match the images")
     images = []
@@ -124,20 +127,6 @@ def unpack_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -
         # Read-only images over the frame's own bytes (Pillow copies if one is drawn on).
         images.append(Image.frombuffer("RGB", (width, height), blob, "raw", "RGB", 0, 1))
     return images
-
-
-def _split(data: bytes | memoryview, sizes: list[Any]) -> list[memoryview]:
-    view, parts, offset = memoryview(data), [], 0
-    for size in sizes:
-        ok = isinstance(size, list) and len(size) == 2 and all(type(n) is int and n >= 0 for n in size)
-        if not ok:
-            raise SparkError("malformed image reply: sizes do not match the images")
-        n = size[0] * size[1] * 3
-        parts.append(view[offset : offset + n])
-        offset += n
-    if offset != len(view):
-        raise SparkError(f"malformed image reply: {len(view)} shared bytes for {offset} bytes of images")
-    return parts
 
 
 def read_images(header: dict[str, Any], blobs: Sequence[bytes | memoryview], count: int) -> list[Image.Image]:
@@ -166,22 +155,21 @@ def serve(
     and ``shared`` (if given) takes the pixels instead of the frame."""
     try:
         genomes, size = unpack_request(header, blobs)
-        sent = [-1]
+        sent = -1
 
         def progress(done: int, total: int) -> None:
             # Each frame wakes the parent, on a core the render or the writer is using: send
             # one only when the count moves, and none when the parent did not ask.
-            if send is not None and int(done) != sent[0]:
-                sent[0] = int(done)
-                send(pack({"op": "progress", "done": int(done), "total": int(total)}))
+            nonlocal sent
+            if send is not None and int(done) != sent:
+                sent = int(done)
+                send(pack({"op": "progress", "done": sent, "total": int(total)}))
 
         # A generator that renders to one pixel array (CPPN) skips making images here: the
         # frame takes the pixels as they are.
         render = getattr(generator, "render_pixels", None) or generator.render
         wanted = header.get("progress", True) is not False
-        images = render(genomes, size, progress=progress if wanted else None)
-        if len(images) != len(genomes):
-            raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
+        images = one_per_genome(render(genomes, size, progress=progress if wanted else None), genomes)
         return pack_images(images, shared)
     except Exception as exc:
         return pack({"op": "error", "message": one_line(exc)})
@@ -373,7 +361,7 @@ class ProcessSpark:
             if header.get("op") != "progress":
                 if "shared" in header and not blobs:
                     # Copied out now, under the lock: the next request may overwrite it.
-                    blobs = [self._pixels.read(self._conn, header["shared"])]
+                    blobs = self._pixels.read(self._conn, header["shared"], header.get("sizes"))
                 return header, blobs
             if progress is not None:
                 progress(int(header["done"]), int(header["total"]))

@@ -36,44 +36,41 @@ class ChildPixels:
     def __init__(self) -> None:
         self._fd: int | None = None
         self._map: mmap.mmap | None = None
-        # A file made by the last ``write``, still to be handed over after its reply frame.
-        self.handoff: int | None = None
+        self._unsent = False  # the file is new: the parent gets it after the reply frame
 
     def write(self, pixels: Sequence[np.ndarray]) -> dict[str, Any]:
         """Copy ``pixels`` into the shared file, back to back; returns the ``shared`` entry
-        of the reply header (``handoff`` is set when the file is new)."""
+        of the reply header (``hand_over`` then sends the file when it is new)."""
         total = sum(p.nbytes for p in pixels)
         if self._map is None or total > len(self._map):
-            self.handoff = self._grow(total)
+            self._grow(total)
         assert self._map is not None
         offset = 0
         for p in pixels:
             target = np.frombuffer(self._map, np.uint8, count=p.nbytes, offset=offset)
             target.reshape(p.shape)[...] = p
             offset += p.nbytes
-        return {"bytes": total, "new": self.handoff is not None}
+        return {"bytes": total, "new": self._unsent}
 
     def hand_over(self, conn: Any) -> None:
         """Send a new file's descriptor to the parent (right after the frame that says so)."""
-        if self.handoff is not None:
-            reduction.send_handle(conn, self.handoff, os.getppid())
-            self.handoff = None
+        if self._unsent and self._fd is not None:
+            reduction.send_handle(conn, self._fd, os.getppid())
+            self._unsent = False
 
-    def _grow(self, total: int) -> int:
+    def _grow(self, total: int) -> None:
         self.close()
-        self.handoff = None
         capacity = max(_GROWTH, -(-total // _GROWTH) * _GROWTH)
         fd = os.memfd_create("spark-pixels", os.MFD_CLOEXEC)
         os.ftruncate(fd, capacity)
-        self._fd, self._map = fd, mmap.mmap(fd, capacity)
-        return fd
+        self._fd, self._map, self._unsent = fd, mmap.mmap(fd, capacity), True
 
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
         if self._fd is not None:
             os.close(self._fd)
-        self._fd, self._map = None, None
+        self._fd, self._map, self._unsent = None, None, False
 
 
 class ParentPixels:
@@ -82,12 +79,13 @@ class ParentPixels:
     def __init__(self) -> None:
         self._map: mmap.mmap | None = None
 
-    def read(self, conn: Any, shared: Any) -> bytes:
-        """The reply's pixel bytes, copied out of the shared file (receiving a new file from
-        ``conn`` first when the header says the child made one).
+    def read(self, conn: Any, shared: Any, sizes: Any) -> list[memoryview]:
+        """Each image's pixel bytes, copied out of the shared file in one piece (receiving a
+        new file from ``conn`` first when the header says the child made one); ``sizes`` are
+        the reply's ``[width, height]`` of each image.
 
         Raises:
-            SparkError: the header's ``shared`` entry is malformed or out of range.
+            SparkError: the ``shared`` entry or the sizes are malformed or out of range.
         """
         if not isinstance(shared, dict) or type(shared.get("bytes")) is not int or shared["bytes"] < 0:
             raise SparkError("malformed image reply: bad shared-memory entry")
@@ -102,9 +100,26 @@ class ParentPixels:
         total = shared["bytes"]
         if self._map is None or total > len(self._map):
             raise SparkError("malformed image reply: pixels beyond the shared memory")
-        return self._map[:total]
+        return _per_image(self._map[:total], sizes)
 
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
+
+
+def _per_image(data: bytes, sizes: Any) -> list[memoryview]:
+    """``data`` cut into each image's RGB bytes, back to back as the child wrote them."""
+    if not isinstance(sizes, list):
+        raise SparkError("malformed image reply: sizes do not match the images")
+    view, parts, offset = memoryview(data), [], 0
+    for size in sizes:
+        ok = isinstance(size, list) and len(size) == 2 and all(type(n) is int and n >= 0 for n in size)
+        if not ok:
+            raise SparkError("malformed image reply: sizes do not match the images")
+        n = size[0] * size[1] * 3
+        parts.append(view[offset : offset + n])
+        offset += n
+    if offset != len(view):
+        raise SparkError(f"malformed image reply: {len(view)} shared bytes for {offset} bytes of images")
+    return parts

@@ -100,14 +100,14 @@ class InProcessSpark:
     ) -> list[Image.Image]:
         if not genomes:
             return []
-        return _counted(self.generator.render(list(genomes), size, progress=progress), genomes)
+        return one_per_genome(self.generator.render(list(genomes), size, progress=progress), genomes)
 
     def render_pixels(self, genomes: Sequence[dict[str, Any]], size: int) -> np.ndarray:
         """The batch as one ``[n, size, size, 3]`` uint8 array (the generator's own, when it
         can render to an array directly)."""
         direct = getattr(self.generator, "render_pixels", None)
         if direct is not None:
-            return _counted(direct(list(genomes), size), genomes)
+            return one_per_genome(direct(list(genomes), size), genomes)
         images = self.render(genomes, size)
         if not images:
             return np.zeros((0, size, size, 3), np.uint8)
@@ -117,8 +117,9 @@ class InProcessSpark:
         self._generator = None
 
 
-def _counted(images: T, genomes: Sequence[Any]) -> T:
-    """``images`` (a list or an array), checked to hold one per genome."""
+def one_per_genome(images: T, genomes: Sequence[Any]) -> T:
+    """``images`` (a list or an array), checked to hold one per genome (a generator that
+    returns another count raises ``SparkError``)."""
     if len(images) != len(genomes):
         raise SparkError(f"generator returned {len(images)} images for {len(genomes)} genomes")
     return images

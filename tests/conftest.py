@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from spark_runtime.store import objects as objects_module
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -62,6 +64,11 @@ def _pg_user() -> str | None:
         capture_output=True,
     )
     return "imagery"
+
+
+# Without syncfs (off Linux) ``stage`` stores at once: nothing waits for ``publish``, and a
+# failed generation cannot take back what it staged.
+needs_syncfs = pytest.mark.skipif(objects_module._SYNCFS is None, reason="stage stores at once without syncfs")
 
 
 def free_port() -> int:

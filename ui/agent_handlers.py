@@ -27,7 +27,7 @@ from evolve.agent import autopilot
 from evolve.session import Session
 from ui.agent_view import agreement_value, score_bands, screening
 from ui.handlers import UIError, Workbench, payload, shown_generation, tab_session, text, whole
-from ui.live import agent_k, check_parent, claim_branch, evolve_settings, stream
+from ui.live import begin, stream
 
 MAX_AUTOPILOT = 100
 MAX_PENDING = 5000
@@ -138,15 +138,8 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
             moved on or is busy.
     """
     body = payload(body)
-    session = tab_session(wb, body)
-    head = check_parent(session, body)
-    generations = whole(body, "generations", 1, MAX_AUTOPILOT)
-    k = agent_k(body)
-    settings = evolve_settings(wb, session, head, body)  # the tab's strength and locks
-    branch_id = session.branch.id
-    claim_branch(wb, branch_id)
-    if k is not None:
-        wb.set_agent(session, k)
+    generations = whole(body, "generations", 1, MAX_AUTOPILOT)  # before anything is claimed
+    session, head, settings = begin(wb, body)  # settings: the tab's strength and locks
     pilot = session.agent or wb.agent(session)
 
     def job(emit: Callable[[dict[str, Any]], None]) -> Any:
@@ -165,4 +158,4 @@ def start_autopilot(wb: Workbench, body: Any) -> Iterator[dict[str, Any]]:
         return autopilot(session, generations, progress=progress, agent=pilot, settings=settings)
 
     first = {"type": "start", "generations": generations, "generation": head.generation}
-    return stream(wb, session, branch_id, first, job, "autopilot")
+    return stream(wb, session, first, job, "autopilot")

@@ -94,7 +94,7 @@ def _init_images(store: Store, args: argparse.Namespace) -> tuple[bytes, ...]:
             raise SessionError(f"cannot read seed image {path!r}") from None
     if args.init_from:
         source, ref = _session(store, args.init_from)
-        snapshot = _snapshot(store, source, ref)
+        snapshot = _snapshot(source, ref)
         picks = sorted(store.current_picks(snapshot.id)) or range(len(snapshot.images))
         images.extend(store.objects.get(snapshot.images[i]) for i in picks)
     return tuple(images)
@@ -106,9 +106,9 @@ def _session(store: Store, text: str, spark: Spark | None = None) -> tuple[Sessi
     return session, ref
 
 
-def _snapshot(store: Store, session: Session, ref: Any) -> Any:
+def _snapshot(session: Session, ref: Any) -> Any:
     """The generation a ref names on the session's branch, or its head when it names none."""
-    return store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
+    return session.store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
 
 
 def cmd_run(args: argparse.Namespace) -> str:
@@ -247,7 +247,7 @@ def cmd_status(args: argparse.Namespace) -> Any:
 def cmd_export(args: argparse.Namespace) -> str:
     with open_store(args) as store:
         session, ref = _session(store, args.ref)
-        snapshot = _snapshot(store, session, ref)
+        snapshot = _snapshot(session, ref)
         paths = export_snapshot(store, session.run, session.branch.name, snapshot, Path(args.dir))
         return f"wrote {len(paths)} PNG(s) to {args.dir}"
 

@@ -231,13 +231,10 @@ class Workbench:
         with self.lock:
             if key in self._decisions:
                 return self._decisions[key]
-        seen: set[str] = set()
-        times: list[float] = []
-        for branch in self.store.list_branches(run_id):
-            for snap in self.store.history(branch):
-                if snap.id not in seen:
-                    seen.add(snap.id)
-                    times.extend(r.created_at.timestamp() for r in self.store.ratings(snap.id, tab))
+        # Branches share their history up to the fork: each snapshot once, all in one read.
+        ids = dict.fromkeys(snap.id for branch in self.store.list_branches(run_id) for snap in self.store.history(branch))
+        rows = self.store.ratings_of(list(ids))
+        times = [r.created_at.timestamp() for events in rows.values() for r in events if r.session == tab]
         with self.lock:
             return self._decisions.setdefault(key, sorted(times))
 
@@ -435,7 +432,6 @@ def undo(wb: Workbench, body: Any) -> dict[str, Any]:
 def fork(wb: Workbench, body: Any) -> dict[str, Any]:
     """A new branch from a generation of this branch; returns the new branch's state."""
     body = payload(body)
-    tab = session_id(body)
     session = tab_session(wb, body)
     generation = whole(body, "generation", 0, session.head().generation)
     taken = {b.name for b in wb.store.list_branches(session.run.id)}
@@ -445,6 +441,6 @@ def fork(wb: Workbench, body: Any) -> dict[str, Any]:
         stem = f"{session.branch.name[:48]}-g{generation}"
         name = next(n for n in (stem, *(f"{stem}-{i}" for i in range(2, 10_000))) if n not in taken)
     forked = session.fork(generation, name)
-    opened = wb.session(session.run.id, forked.branch.name, tab)
+    opened = wb.session(session.run.id, forked.branch.name, session.session_id)
     head = opened.head()
     return snapshot_state(wb, opened, head, head)

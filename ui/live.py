@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from evolve.agent_config import MAX_OFFSPRING_FACTOR
-from evolve.engine import EngineError
+from evolve.engine import EngineError, EngineSettings
 from evolve.session import RENDER_BATCHES, Session
 from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg
 from spark_runtime.spark import one_line
@@ -92,15 +92,7 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = RENDER_BATCHES) -> Iter
     Raises:
         UIError: a bad request; Conflict when the branch moved or is already rendering.
     """
-    body = payload(body)
-    session = tab_session(wb, body)
-    head = check_parent(session, body)
-    settings = evolve_settings(wb, session, head, body)
-    k = agent_k(body)
-    branch_id = session.branch.id
-    claim_branch(wb, branch_id)
-    if k is not None:
-        wb.set_agent(session, k)
+    session, head, settings = begin(wb, payload(body))
 
     def job(emit: Callable[[dict[str, Any]], None]) -> Any:
         last = [-1]
@@ -121,7 +113,21 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = RENDER_BATCHES) -> Iter
         )
 
     first = {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
-    return stream(wb, session, branch_id, first, job, "evolve")
+    return stream(wb, session, first, job, "evolve")
+
+
+def begin(wb: Workbench, body: Mapping[str, Any]) -> tuple[Session, Any, EngineSettings]:
+    """What starting a job on a tab's branch checks and takes, in that order: the tab's
+    session, its head (the ``parent`` the tab shows), the tab's engine settings and agent k;
+    then the branch is claimed and the agent set. Returns (session, head, settings)."""
+    session = tab_session(wb, body)
+    head = check_parent(session, body)
+    settings = evolve_settings(wb, session, head, body)
+    k = agent_k(body)
+    claim_branch(wb, session.branch.id)
+    if k is not None:
+        wb.set_agent(session, k)
+    return session, head, settings
 
 
 def check_parent(session: Session, body: Mapping[str, Any]) -> Any:
@@ -152,7 +158,6 @@ def claim_branch(wb: Workbench, branch_id: str) -> None:
 def stream(
     wb: Workbench,
     session: Session,
-    branch_id: str,
     first: dict[str, Any],
     job: Callable[[Callable[[dict[str, Any]], None]], Any],
     what: str,
@@ -163,6 +168,7 @@ def stream(
     state of the snapshot the job returns (or ``error``); the branch claimed by
     ``claim_branch`` is released whatever happens.
     """
+    branch_id = session.branch.id
     events: queue.Queue[Any] = queue.Queue()
 
     def work() -> None:

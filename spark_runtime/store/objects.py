@@ -254,8 +254,7 @@ class ObjectStore:
         shas = [hashlib.sha256(b).hexdigest() for b in blobs]
         if self._fs is not None or _SYNCFS is None:
             if len(blobs) <= 1:
-                for sha, data in zip(shas, blobs, strict=True):
-                    self._put(sha, data)
+                list(map(self._put, shas, blobs))
             else:
                 with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
                     list(pool.map(self._put, shas, blobs))

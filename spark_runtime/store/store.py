@@ -294,7 +294,8 @@ class Store:
             consumed_ratings=list(prepared.consumed),
             generator_config=checks.json_value(generator_config, "generator_config"),
         )
-        with_tensors = {p.id: p.tensors for p in prepared.individuals if p.tensors}
+        # Only new rows take a tensors hash: a stored individual's tensors are stored already.
+        with_tensors = {p.id: p.tensors for p in prepared.individuals if p.tensors and p.id not in prepared.stored}
         fresh = [e for e in (*image_blobs, *thumb_blobs) if isinstance(e, bytes)]
         # Objects given as bytes and genome tensors in one batch: one publish here. It costs
         # nothing when there are none (a session stages its images itself and passes shas);

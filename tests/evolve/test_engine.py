@@ -138,7 +138,7 @@ def test_a_bred_childs_id_is_worked_out_only_when_asked() -> None:
 
     genome = {"v": 2.5, "w": [1, 2]}
     child = Candidate.of(genome, ("p1",))
-    assert child._id is None  # nothing hashed yet: a screened-out child never is
+    assert child.known_id is None  # nothing hashed yet: a screened-out child never is
     assert child.id == genome_id(genome)
     assert child.identity == identify(genome)
     assert child == Candidate(id=child.id, genome=dict(genome), parent_ids=("p1",))

@@ -14,6 +14,7 @@ import pytest
 from evolve.fitness import NoveltyFitness
 from evolve.session import RunSpec, Session, SessionError
 from spark_runtime.store import Store
+from tests.conftest import needs_syncfs
 
 POP, SIZE = 6, 32
 
@@ -209,6 +210,7 @@ def test_sessions_sharing_a_branch_always_build_on_the_latest_head(tmp_path: Pat
     assert d.parent_id == b.id
 
 
+@needs_syncfs
 def test_a_render_failing_mid_generation_leaves_no_trace(tmp_path: Path) -> None:
     from imagery import GeneratorError
 
@@ -233,6 +235,7 @@ def test_a_render_failing_mid_generation_leaves_no_trace(tmp_path: Path) -> None
     assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects
 
 
+@needs_syncfs
 def test_a_commit_check_failing_after_the_render_leaves_no_trace(tmp_path: Path) -> None:
     # The last batch is encoded on this thread as well as on the writer: both are undone.
     from spark_runtime.store import StoreError

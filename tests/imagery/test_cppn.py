@@ -371,7 +371,7 @@ def test_perturbing_draws_the_same_stream_as_one_draw_per_gene(cppn: CPPN) -> No
     from imagery import cppn_mutation
 
     def gene_by_gene(g: dict, rng: np.random.Generator, genes: list, strength: float) -> None:
-        draws = rng.random(len(genes)).tolist()
+        draws = [rng.random() for _ in genes]
         chosen = [gene for gene, u in zip(genes, draws, strict=True) if u < 0.15 + 0.6 * strength]
         for kind, i in chosen or [genes[int(rng.integers(len(genes)))]]:
             target, key = (g["links"][i], "weight") if kind == "link" else (g["nodes"][i], "bias")
@@ -445,3 +445,17 @@ def test_rendering_leaves_torch_thread_setting_as_it_was(cppn: CPPN) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_three_ways_of_counting_link_candidates_agree(cppn: CPPN) -> None:
+    from imagery import cppn_mutation
+
+    for genome in _evolved(cppn, seed=44, n=6, rounds=8):
+        count = cppn_mutation._link_count(genome, frozenset())
+        enabled = sum(1 for link in genome["links"] if link["enabled"])
+        assert cppn_mutation._open_link_count(genome, enabled) == count
+        pairs = {cppn_mutation._nth_link_candidate(genome, frozenset(), i) for i in range(count)}
+        joined = {(link["src"], link["dst"]) for link in genome["links"] if link["enabled"]}
+        assert len(pairs) == count and not pairs & joined
+        with pytest.raises(IndexError):
+            cppn_mutation._nth_link_candidate(genome, frozenset(), count)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from spark_runtime.store import objects as objects_module
 from spark_runtime.store.errors import StoreError
 from spark_runtime.store.objects import ObjectStore
+from tests.conftest import needs_syncfs
 
 
 @pytest.fixture
@@ -115,10 +115,6 @@ def test_put_many_stores_a_batch_once_each_and_leaves_no_temp_files(tmp_path) ->
     assert store.put_many(blobs) == shas  # idempotent
     assert not [p for p in (tmp_path / "objects").rglob(".tmp-*")]
     assert sum(1 for _ in store.iter_objects()) == 20
-
-
-# Without syncfs (off Linux) ``stage`` stores at once: nothing waits for ``publish``.
-needs_syncfs = pytest.mark.skipif(objects_module._SYNCFS is None, reason="stage stores at once without syncfs")
 
 
 @needs_syncfs

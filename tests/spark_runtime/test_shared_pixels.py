@@ -34,7 +34,7 @@ def _send(child, child_end, parent, parent_end, pixels):
     child.hand_over(child_end)
     header, blobs = unpack(parent_end.recv_bytes())
     assert blobs == []  # nothing but the sizes went through the socket
-    return header, unpack_images(header, [parent.read(parent_end, header["shared"])])
+    return header, unpack_images(header, parent.read(parent_end, header["shared"], header["sizes"]))
 
 
 def _pixels(n: int, size: int, seed: int) -> np.ndarray:
@@ -72,10 +72,11 @@ def test_malformed_shared_entries_are_refused_in_one_line(channel, entry, messag
     child, child_end, parent, parent_end = channel
     _send(child, child_end, parent, parent_end, _pixels(1, 8, 5))
     with pytest.raises(SparkError, match=message):
-        parent.read(parent_end, entry)
+        parent.read(parent_end, entry, [[1, 1]])
 
 
-def test_shared_bytes_that_do_not_match_the_sizes_are_refused():
-    header = {"op": "images", "sizes": [[4, 4]], "shared": {"bytes": 47}}
+def test_shared_bytes_that_do_not_match_the_sizes_are_refused(channel):
+    child, child_end, parent, parent_end = channel
+    _send(child, child_end, parent, parent_end, _pixels(1, 8, 6))
     with pytest.raises(SparkError, match="47 shared bytes for 48 bytes of images"):
-        unpack_images(header, [b"\x00" * 47])
+        parent.read(parent_end, {"bytes": 47, "new": False}, [[4, 4]])
