@@ -8,6 +8,8 @@ the session saves in the snapshot so a resumed run scores exactly as an unbroken
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,32 +74,73 @@ class TargetFitness:
 
 
 class NoveltyFitness:
-    """Novelty search: distance to the k nearest in an archive of past images and the batch."""
+    """Novelty search: distance to the k nearest in an archive of past images and the batch.
+
+    An image's descriptor is its 16 x 16 thumbnail, whose channels are whole 8-bit levels;
+    the archive keeps them as such, deflated and in base64, in the snapshot. As JSON numbers
+    a full archive took over a megabyte per generation, which every later read of the
+    snapshot parsed again.
+    """
 
     spec = "novelty"
+    _SIDE = 16
 
     def __init__(self, k: int = 5, archive_size: int = 256, per_generation: int = 2) -> None:
         self.k, self.archive_size, self.per_generation = k, archive_size, per_generation
 
-    @staticmethod
-    def descriptor(images: Sequence[Image.Image]) -> np.ndarray:
-        return _pixels(images, 16).reshape(len(images), -1)
+    @classmethod
+    def levels(cls, images: Sequence[Image.Image]) -> np.ndarray:
+        """One row of 8-bit levels per image: its thumbnail, flattened."""
+        side = cls._SIDE
+        return np.stack(
+            [np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8).reshape(-1) for im in images]
+        )
 
     def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
-        batch = self.descriptor(images)
-        archive = np.asarray(state.get("archive", []), dtype=np.float32).reshape(-1, batch.shape[1])
-        others = np.concatenate([archive, batch])
+        levels = self.levels(images)
+        archive_levels = _archive_from_state(state, levels.shape[1])
+        batch = levels.astype(np.float32) / 255.0
+        others = np.concatenate([archive_levels.astype(np.float32) / 255.0, batch])
         dist = np.sqrt(((batch[:, None, :] - others[None, :, :]) ** 2).mean(axis=2))
         # Skip each image's zero distance to itself (it sits at index len(archive) + i).
-        dist[np.arange(len(batch)), len(archive) + np.arange(len(batch))] = np.inf
+        archived = len(archive_levels)
+        dist[np.arange(len(batch)), archived + np.arange(len(batch))] = np.inf
         k = max(1, min(self.k, others.shape[0] - 1))
         novelty = np.sort(dist, axis=1)[:, :k]
         novelty = np.where(np.isfinite(novelty), novelty, 0.0).mean(axis=1)
         scores = 5.0 * np.clip(novelty / 0.5, 0.0, 1.0)
         best = np.argsort(-novelty, kind="stable")[: self.per_generation]
-        archive = np.concatenate([archive, batch[best]])[-self.archive_size :]
-        # Rounded to keep the snapshot JSON small and exactly reproducible.
-        return [float(s) for s in scores], {"archive": np.round(archive, 4).tolist()}
+        archive_levels = np.concatenate([archive_levels, levels[best]])[-self.archive_size :]
+        return [float(s) for s in scores], {"archive": _archive_to_state(archive_levels)}
+
+
+def _archive_to_state(levels: np.ndarray) -> dict[str, Any]:
+    data = zlib.compress(np.ascontiguousarray(levels, dtype=np.uint8).tobytes(), 6)
+    return {"rows": int(levels.shape[0]), "width": int(levels.shape[1]), "deflated": base64.b64encode(data).decode("ascii")}
+
+
+def _archive_from_state(state: dict[str, Any], width: int) -> np.ndarray:
+    """The archive's levels, ``[rows, width]`` uint8, from a snapshot's fitness state.
+
+    Runs stored before the compact form kept each entry as its levels / 255 rounded to four
+    places, which rounds back to the exact level; any other shape starts a fresh archive
+    rather than failing a resumed run.
+    """
+    archive = state.get("archive")
+    if isinstance(archive, dict):
+        try:
+            data = zlib.decompress(base64.b64decode(archive["deflated"], validate=True))
+            levels = np.frombuffer(data, dtype=np.uint8).reshape(int(archive["rows"]), int(archive["width"]))
+        except (KeyError, TypeError, ValueError, zlib.error):
+            return np.zeros((0, width), np.uint8)
+    elif isinstance(archive, list) and archive:
+        try:
+            levels = np.rint(np.asarray(archive, dtype=np.float64) * 255.0).clip(0, 255).astype(np.uint8)
+        except (TypeError, ValueError):
+            return np.zeros((0, width), np.uint8)
+    else:
+        return np.zeros((0, width), np.uint8)
+    return levels if levels.ndim == 2 and levels.shape[1] == width else np.zeros((0, width), np.uint8)
 
 
 def parse_fitness(spec: str, preference_loader: Any = None) -> AutoFitness:

@@ -375,7 +375,7 @@ class Store:
         from one read."""
         snapshot_id = snapshot if isinstance(snapshot, str) else snapshot.id
         with self._session() as s:
-            population = q.snapshot(s, snapshot_id).population
+            population = q.members(s, snapshot_id).population
             rows = q.individuals(s, population)
         blobs = {
             row.tensors_hash: self.objects.get(row.tensors_hash)
@@ -422,11 +422,11 @@ class Store:
         """Append rating events to a snapshot, all or none."""
         session = checks.name(session, "session")
         with self._session(write=True) as s:
-            snap = q.snapshot(s, snapshot_id)
+            snap = q.members(s, snapshot_id)
             rows = [
                 Rating(
                     run_id=snap.run_id,
-                    snapshot_id=snap.id,
+                    snapshot_id=snapshot_id,
                     position=ev.position,
                     individual_id=snap.population[ev.position],
                     session=session,
@@ -443,7 +443,7 @@ class Store:
     def ratings(self, snapshot_id: str, session: str | None = None) -> list[Rating]:
         """The rating events of a snapshot (optionally one session's), oldest first."""
         with self._session() as s:
-            q.snapshot(s, snapshot_id)
+            q.members(s, snapshot_id)
             stmt = select(Rating).where(Rating.snapshot_id == snapshot_id)
             if session is not None:
                 stmt = stmt.where(Rating.session == session)

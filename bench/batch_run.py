@@ -1,0 +1,133 @@
+"""A headless batch run (novelty fitness, CPPN): what a generation costs, and what the store
+work the run no longer does would add to it.
+
+Runs ``Session.run_auto`` for ``--generations`` generations (population 16 at 256 px by
+default), timing the last ``--timed`` of them split into the GA step with its render and
+commit (``evolve``), scoring (``fitness``) and storing the scores (``rate``). Then, at the
+head, measured in this run, interleaved (median of ``--repeats``):
+
+1. reading the head's images back from the store and decoding them, which every generation
+   did before it scored the pictures it had just rendered, kept in memory;
+2. the novelty archive in the snapshot: its JSON size and parse time as 8-bit levels,
+   deflated (now) against the same entries as numbers rounded to four places (before);
+3. the snapshot lookup behind storing a rating: run id and population only (now) against
+   the whole snapshot row, settings and archive included (before).
+
+    python bench/batch_run.py [--generations 60] [--timed 10] [--population 16] [--size 256] [--repeats 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from evolve.fitness import NoveltyFitness, _archive_from_state  # noqa: E402
+from evolve.session import RunSpec, Session  # noqa: E402
+from spark_runtime.image_codec import decode  # noqa: E402
+from spark_runtime.store import Store  # noqa: E402
+from spark_runtime.store import queries as q  # noqa: E402
+
+
+class Clock:
+    """Adds up the seconds spent in the functions it wraps, by label."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, label: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        return timed
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call, in alternating rounds so a busy spell hits both alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generations", type=int, default=60)
+    parser.add_argument("--timed", type=int, default=10)
+    parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    warm = max(1, args.generations - args.timed)
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store") as store:
+        spec = RunSpec(name="bench", population=args.population, size=args.size, seed=5)
+        session = Session.create(store, spec)
+        fitness = NoveltyFitness()
+        session.run_auto(fitness, warm)
+        clock = Clock()
+        session.evolve = clock.wrap("evolve", session.evolve)  # type: ignore[method-assign]
+        session.rate = clock.wrap("rate", session.rate)  # type: ignore[method-assign]
+        fitness.evaluate = clock.wrap("fitness", fitness.evaluate)  # type: ignore[method-assign]
+        timed = args.generations - warm
+        start = time.perf_counter()
+        head = session.run_auto(fitness, timed)
+        per_generation = (time.perf_counter() - start) / timed
+        print(f"batch run, novelty, population {args.population} at {args.size} px, CPPN, in-process spark")
+        print(f"  generation {head.generation}: {per_generation * 1000:7.1f} ms each (mean of the last {timed})")
+        for label in ("evolve", "fitness", "rate"):
+            print(f"    {label:<8} {clock.seconds[label] / timed * 1000:7.1f} ms")
+
+        print("\n1. the head's images read back from the store and decoded (no longer done)")
+        read_back = interleaved({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]
+        print(f"  {read_back * 1000:7.1f} ms a generation = {read_back / per_generation:.1%} of the generation it is spared")
+
+        archive = head.settings["fitness"]["state"]["archive"]
+        levels = _archive_from_state(head.settings["fitness"]["state"], archive["width"])
+        compact = json.dumps(head.settings)
+        as_numbers = json.dumps({**head.settings, "fitness": {**head.settings["fitness"], "state": {"archive": np.round(levels / 255.0, 4).tolist()}}})
+        print(f"\n2. snapshot settings with a novelty archive of {len(levels)} entries")
+        parse = interleaved({"compact": lambda: json.loads(compact), "numbers": lambda: json.loads(as_numbers)}, args.repeats)
+        print(f"  as deflated levels (now)   {len(compact) / 1e3:9.1f} kB, parsed in {parse['compact'] * 1000:6.2f} ms")
+        print(
+            f"  as rounded numbers (before) {len(as_numbers) / 1e3:8.1f} kB, parsed in {parse['numbers'] * 1000:6.2f} ms"
+            f"  ({len(as_numbers) / len(compact):.1f}x the size, {parse['numbers'] / parse['compact']:.1f}x the parse)"
+        )
+
+        print("\n3. the snapshot lookup behind each stored rating (this snapshot, compact archive)")
+        with store._session() as s:  # noqa: SLF001 - the two lookups themselves, inside one read
+            lookups = interleaved(
+                {
+                    "members": lambda: q.members(s, head.id),
+                    "whole": lambda: (q.snapshot(s, head.id), s.expunge_all()),
+                },
+                args.repeats,
+            )
+        print(
+            f"  run id and population (now) {lookups['members'] * 1000:6.2f} ms, whole row (before) "
+            f"{lookups['whole'] * 1000:6.2f} ms ({lookups['whole'] / lookups['members']:.1f}x)"
+        )
+        print(
+            "  with the archive as rounded numbers, the whole row would also parse the "
+            f"{len(as_numbers) / 1e3:.0f} kB above"
+        )
+
+
+if __name__ == "__main__":
+    main()
