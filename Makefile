@@ -48,6 +48,8 @@ bench: $(STAMP) system-deps
 	$(PY) bench/history.py
 	$(PY) bench/genome_ids.py
 	$(PY) bench/sparks.py
+	$(PY) bench/heap.py
+	$(PY) bench/batch_run.py
 	$(PY) bench/diffusion.py
 	$(PY) bench/ui_latency.py --agent-rounds 20
 	$(PY) bench/steering.py

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from evolve.fitness import NoveltyFitness, _archive_from_state  # noqa: E402
+from evolve.fitness import NoveltyFitness, archive_levels  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
 from spark_runtime.image_codec import decode  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
         print(f"  {read_back * 1000:7.1f} ms a generation = {read_back / per_generation:.1%} of the generation it is spared")
 
         archive = head.settings["fitness"]["state"]["archive"]
-        levels = _archive_from_state(head.settings["fitness"]["state"], archive["width"])
+        levels = archive_levels(head.settings["fitness"]["state"], archive["width"])
         compact = json.dumps(head.settings)
         as_numbers = json.dumps({**head.settings, "fitness": {**head.settings["fitness"], "state": {"archive": np.round(levels / 255.0, 4).tolist()}}})
         print(f"\n2. snapshot settings with a novelty archive of {len(levels)} entries")

@@ -98,20 +98,19 @@ class NoveltyFitness:
 
     def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
         levels = self.levels(images)
-        archive_levels = _archive_from_state(state, levels.shape[1])
+        past = archive_levels(state, levels.shape[1])
         batch = levels.astype(np.float32) / 255.0
-        others = np.concatenate([archive_levels.astype(np.float32) / 255.0, batch])
+        others = np.concatenate([past.astype(np.float32) / 255.0, batch])
         dist = np.sqrt(((batch[:, None, :] - others[None, :, :]) ** 2).mean(axis=2))
         # Skip each image's zero distance to itself (it sits at index len(archive) + i).
-        archived = len(archive_levels)
-        dist[np.arange(len(batch)), archived + np.arange(len(batch))] = np.inf
+        dist[np.arange(len(batch)), len(past) + np.arange(len(batch))] = np.inf
         k = max(1, min(self.k, others.shape[0] - 1))
         novelty = np.sort(dist, axis=1)[:, :k]
         novelty = np.where(np.isfinite(novelty), novelty, 0.0).mean(axis=1)
         scores = 5.0 * np.clip(novelty / 0.5, 0.0, 1.0)
         best = np.argsort(-novelty, kind="stable")[: self.per_generation]
-        archive_levels = np.concatenate([archive_levels, levels[best]])[-self.archive_size :]
-        return [float(s) for s in scores], {"archive": _archive_to_state(archive_levels)}
+        kept = np.concatenate([past, levels[best]])[-self.archive_size :]
+        return [float(s) for s in scores], {"archive": _archive_to_state(kept)}
 
 
 def _archive_to_state(levels: np.ndarray) -> dict[str, Any]:
@@ -119,7 +118,7 @@ def _archive_to_state(levels: np.ndarray) -> dict[str, Any]:
     return {"rows": int(levels.shape[0]), "width": int(levels.shape[1]), "deflated": base64.b64encode(data).decode("ascii")}
 
 
-def _archive_from_state(state: dict[str, Any], width: int) -> np.ndarray:
+def archive_levels(state: dict[str, Any], width: int) -> np.ndarray:
     """The archive's levels, ``[rows, width]`` uint8, from a snapshot's fitness state.
 
     Runs stored before the compact form kept each entry as its levels / 255 rounded to four

@@ -23,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from spark_runtime.heap import keep_freed_memory
 from spark_runtime.pool import SparkLost
 from spark_runtime.process_spark import (
     pack,
@@ -121,6 +122,7 @@ class RenderActor:
     def _built(self) -> Any:
         if self._generator is None:
             set_threads(self._threads)
+            keep_freed_memory()
             self._generator = build_generator(self._target, self._config)
         return self._generator
 

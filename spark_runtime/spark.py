@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
+from spark_runtime.heap import keep_freed_memory
 from spark_runtime.image_codec import rgb_pixels
 
 T = TypeVar("T", list[Image.Image], np.ndarray)
@@ -82,6 +83,7 @@ class InProcessSpark:
     @property
     def generator(self) -> Any:
         if self._generator is None:
+            keep_freed_memory()  # this process renders from now on
             self._generator = build_generator(self.target, self.config)
         return self._generator
 
