@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.timing import Timed, interleaved  # noqa: E402
 from evolve.fitness import NoveltyFitness, archive_levels  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
 from spark_runtime.image_codec import decode  # noqa: E402
@@ -39,32 +40,9 @@ from spark_runtime.store import Store  # noqa: E402
 from spark_runtime.store import queries as q  # noqa: E402
 
 
-class Clock:
-    """Adds up the seconds spent in the functions it wraps, by label."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def wrap(self, label: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return call(*args, **kwargs)
-            finally:
-                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
-
-        return timed
-
-
-def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, in alternating rounds so a busy spell hits both alike."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) for name, samples in times.items()}
+def median(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call, over interleaved rounds."""
+    return {name: statistics.median(times) for name, times in interleaved(calls, repeats).items()}
 
 
 def main() -> None:
@@ -75,27 +53,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
+    if args.generations < 2:
+        parser.error("--generations must be at least 2 (one to warm up, one to time)")
     warm = max(1, args.generations - args.timed)
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store") as store:
         spec = RunSpec(name="bench", population=args.population, size=args.size, seed=5)
         session = Session.create(store, spec)
         fitness = NoveltyFitness()
         session.run_auto(fitness, warm)
-        clock = Clock()
-        session.evolve = clock.wrap("evolve", session.evolve)  # type: ignore[method-assign]
-        session.rate = clock.wrap("rate", session.rate)  # type: ignore[method-assign]
-        fitness.evaluate = clock.wrap("fitness", fitness.evaluate)  # type: ignore[method-assign]
+        parts = {"evolve": Timed(session.evolve), "fitness": Timed(fitness.evaluate), "rate": Timed(session.rate)}
+        session.evolve, fitness.evaluate, session.rate = parts["evolve"], parts["fitness"], parts["rate"]  # type: ignore[method-assign]
         timed = args.generations - warm
         start = time.perf_counter()
         head = session.run_auto(fitness, timed)
         per_generation = (time.perf_counter() - start) / timed
         print(f"batch run, novelty, population {args.population} at {args.size} px, CPPN, in-process spark")
         print(f"  generation {head.generation}: {per_generation * 1000:7.1f} ms each (mean of the last {timed})")
-        for label in ("evolve", "fitness", "rate"):
-            print(f"    {label:<8} {clock.seconds[label] / timed * 1000:7.1f} ms")
+        for label, part in parts.items():
+            print(f"    {label:<8} {part.seconds / timed * 1000:7.1f} ms")
 
         print("\n1. the head's images read back from the store and decoded (no longer done)")
-        read_back = interleaved({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]
+        read_back = median({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]
         print(f"  {read_back * 1000:7.1f} ms a generation = {read_back / per_generation:.1%} of the generation it is spared")
 
         archive = head.settings["fitness"]["state"]["archive"]
@@ -103,7 +81,7 @@ def main() -> None:
         compact = json.dumps(head.settings)
         as_numbers = json.dumps({**head.settings, "fitness": {**head.settings["fitness"], "state": {"archive": np.round(levels / 255.0, 4).tolist()}}})
         print(f"\n2. snapshot settings with a novelty archive of {len(levels)} entries")
-        parse = interleaved({"compact": lambda: json.loads(compact), "numbers": lambda: json.loads(as_numbers)}, args.repeats)
+        parse = median({"compact": lambda: json.loads(compact), "numbers": lambda: json.loads(as_numbers)}, args.repeats)
         print(f"  as deflated levels (now)   {len(compact) / 1e3:9.1f} kB, parsed in {parse['compact'] * 1000:6.2f} ms")
         print(
             f"  as rounded numbers (before) {len(as_numbers) / 1e3:8.1f} kB, parsed in {parse['numbers'] * 1000:6.2f} ms"
@@ -112,7 +90,7 @@ def main() -> None:
 
         print("\n3. the snapshot lookup behind each stored rating (this snapshot, compact archive)")
         with store._session() as s:  # noqa: SLF001 - the two lookups themselves, inside one read
-            lookups = interleaved(
+            lookups = median(
                 {
                     "members": lambda: q.members(s, head.id),
                     "whole": lambda: (q.snapshot(s, head.id), s.expunge_all()),

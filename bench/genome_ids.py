@@ -17,13 +17,13 @@ import hashlib
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.timing import interleaved  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
 from spark_runtime.genome_codec import identify  # noqa: E402
 
@@ -57,13 +57,8 @@ def main() -> int:
         print("FAIL: identify and the json reference give different ids")
         return 1
     ways = {"identify (orjson)": lambda g: identify(g).id, "json.dumps reference": reference_id}
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(args.repeats):
-        for name, way in ways.items():
-            start = time.perf_counter()
-            for genome in genomes:
-                way(genome)
-            times[name].append((time.perf_counter() - start) / len(genomes))
+    rounds = interleaved({name: lambda w=way: [w(g) for g in genomes] for name, way in ways.items()}, args.repeats)
+    times = {name: [seconds / len(genomes) for seconds in samples] for name, samples in rounds.items()}
     size = statistics.mean(len(json.dumps(g)) for g in genomes)
     print(f"{len(genomes)} evolved CPPN genomes (~{size / 1000:.1f} kB of JSON each), same ids both ways")
     for name, samples in times.items():

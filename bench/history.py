@@ -15,12 +15,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fork import build_chain  # noqa: E402
+from bench.timing import interleaved  # noqa: E402
 from spark_runtime.store import RatingInput, Store  # noqa: E402
 
 
@@ -34,19 +34,14 @@ def main() -> None:
         for snap in snapshots:
             store.add_ratings(snap.id, [RatingInput("score", 0, 5), RatingInput("pick", 1)], "ann")
         ids = [snap.id for snap in snapshots]
-        each: list[float] = []
-        once: list[float] = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            one_by_one = {sid: store.ratings(sid) for sid in ids}
-            each.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            together = store.ratings_of(ids)
-            once.append(time.perf_counter() - start)
-        assert {k: [r.id for r in v] for k, v in one_by_one.items()} == {
-            k: [r.id for r in v] for k, v in together.items()
+        assert {sid: [r.id for r in store.ratings(sid)] for sid in ids} == {
+            k: [r.id for r in v] for k, v in store.ratings_of(ids).items()
         }
-    slow, fast = statistics.median(each), statistics.median(once)
+        times = interleaved(
+            {"each": lambda: {sid: store.ratings(sid) for sid in ids}, "once": lambda: store.ratings_of(ids)},
+            args.repeats,
+        )
+    slow, fast = statistics.median(times["each"]), statistics.median(times["once"])
     print(f"ratings of a {len(ids)}-generation branch (SQLite), median of {args.repeats}:")
     print(f"  one query a generation  {slow * 1000:8.1f} ms")
     print(f"  one read for all        {fast * 1000:8.1f} ms")

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from evolve.session import RunSpec, Session  # noqa: E402
+from bench.timing import Timed, interleaved  # noqa: E402
+from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
 from spark_runtime.process_spark import ProcessSpark  # noqa: E402
 from spark_runtime.spark import InProcessSpark, build_generator  # noqa: E402
@@ -66,15 +67,9 @@ def throughput(genomes: list[dict], size: int, repeats: int) -> None:
         pool.launch()
     local = InProcessSpark(CPPN, {})
     renders = {"in-process": local.render, **{f"process:{c}": p.render for c, p in pools.items()}}
-    times: dict[str, list[float]] = {name: [] for name in renders}
     for render in renders.values():
         render(genomes, size)  # warm-up: the sparks load and torch sets up
-    # Interleaved rounds, so a burst of load elsewhere on the machine hits every setup alike.
-    for _ in range(repeats):
-        for name, render in renders.items():
-            start = time.perf_counter()
-            render(genomes, size)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved({name: lambda r=render: r(genomes, size) for name, render in renders.items()}, repeats)
     for pool in pools.values():
         pool.close()
     base = n / statistics.median(times["process:1"])
@@ -117,47 +112,15 @@ def transport(count: int, size: int, repeats: int) -> None:
         "inside the frame": ProcessSpark(target, config, threads=1, shared_memory=False),
     }
     genomes = [{"n": i} for i in range(count)]
-    times: dict[str, list[float]] = {name: [] for name in sparks}
     for spark in sparks.values():
         spark.render(genomes, size)  # starts the child and sizes its buffers
-    for _ in range(repeats):
-        for name, spark in sparks.items():
-            start = time.perf_counter()
-            spark.render(genomes, size)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved({name: lambda s=spark: s.render(genomes, size) for name, spark in sparks.items()}, repeats)
     for spark in sparks.values():
         spark.close()
     shared, framed = (statistics.median(times[name]) for name in sparks)
     print(f"   reply of {count} images at {size} px, pixels ready (median of {repeats}):")
     print(f"     through shared memory   {shared * 1000:6.2f} ms")
     print(f"     inside the reply frame  {framed * 1000:6.2f} ms  ({framed / shared:.2f}x the shared-memory reply)")
-
-
-class Timed:
-    """Wraps a spark or a function and adds up the seconds spent in it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-        self.target = getattr(inner, "target", None)
-        self.config = getattr(inner, "config", None)
-
-    def render(self, genomes: Any, size: int, progress: Any = None) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.inner.render(genomes, size, progress)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.inner(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def overhead(population: int, size: int, generations: int, chunks: int, kind: str, store_dir: str | None) -> bool:
@@ -217,7 +180,7 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
     line("pool", pooled - render)
     line("new genomes hashed and checked (prepare)", prepared)
     line("images made durable and visible (publish)", published)
-    line("commit transaction (rows only)", stored)
+    line("commit transaction (rows; CPPN stages no tensors)", stored)
     line("engine ask/tell (the GA, not counted)", told)
     print(f"   {'whole generation':<44} {wall * 1000:8.2f} ms")
     print(
@@ -251,7 +214,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9, help="throughput rounds")
     parser.add_argument("--generations", type=int, default=25, help="generations timed for the overhead")
-    parser.add_argument("--chunks", type=int, default=3, help="render batches per generation")
+    parser.add_argument("--chunks", type=int, default=RENDER_BATCHES, help="render batches per generation")
     parser.add_argument(
         "--spark", nargs="+", choices=["local", "process"], default=["local", "process"],
         help="sparks the overhead is measured on",

@@ -110,10 +110,11 @@ class Agent:
         the person is still looking, not between their Enter and the next generation.
         """
         # The head read here, not through ``session.head()``, which would also update the
-        # session's branch from this background thread.
-        branch = session.store.get_branch_by_id(session.branch.id)
+        # session's branch from this background thread; with its ratings, in one read, as
+        # ``evolve`` reads them.
+        branch, events = session.store.head_ratings(session.branch.id)
         if branch.head_snapshot_id is not None:
-            self.fit(session, session.store.get_snapshot(branch.head_snapshot_id))
+            self.fit(session, session.store.get_snapshot(branch.head_snapshot_id), events)
 
     def fit(self, session: Any, through: Any | None = None, ratings: Sequence[Any] | None = None) -> Fitted:
         """The model fitted on the person's ratings of ``through`` (default: the head) and
@@ -130,7 +131,7 @@ class Agent:
         through = through or session.head()
         store = session.store
         read = {} if ratings is None else {through.id: ratings}
-        snapshots, live = self._training_snapshots(session, through, through.id if read else None)
+        snapshots, live = self._training_snapshots(session, through, through if read else None)
         rated = agent_data.rated_snapshots(
             store, snapshots, self.config.history, self._rated, live | {through.id}, read
         )
@@ -160,12 +161,12 @@ class Agent:
         return fitted
 
     def _training_snapshots(
-        self, session: Any, through: Any, head_id: str | None = None
+        self, session: Any, through: Any, head: Any | None = None
     ) -> tuple[list[Any], frozenset[str]]:
         """The snapshots to learn from, oldest first, and the ids of the branch heads among
-        them (whose ratings may still change). ``head_id``: the branch head, if just read."""
+        them (whose ratings may still change). ``head``: the branch head, if just read."""
         store = session.store
-        history = self._history(store, session.branch.id, head_id)
+        history = self._history(store, session.branch.id, head)
         ids = [s.id for s in history]
         heads = {s.id for s in history[-1:]}
         if through.id in ids:
@@ -189,16 +190,16 @@ class Agent:
         ordered = sorted([*others.values(), *line], key=lambda s: (s.generation, s.id))
         return ordered, frozenset(h for h in heads if h)
 
-    def _history(self, store: Any, branch_id: str, head_id: str | None = None) -> list[Any]:
+    def _history(self, store: Any, branch_id: str, head: Any | None = None) -> list[Any]:
         """``store.history`` of a branch, root first, extended from the last one read when the
         head has only moved on by a generation (snapshots never change: safe to keep).
-        ``head_id``: the branch head as just read, if known."""
-        head_id = head_id or store.get_branch_by_id(branch_id).head_snapshot_id
+        ``head``: the branch head snapshot as just read, if known."""
+        head_id = head.id if head is not None else store.get_branch_by_id(branch_id).head_snapshot_id
         if head_id is None:
             return []
         known = self._histories.get(head_id)
         if known is None:
-            head = store.get_snapshot(head_id)
+            head = head if head is not None else store.get_snapshot(head_id)
             before = self._histories.get(head.parent_id or "")
             known = [*before, head] if before is not None else store.history(branch_id)
             self._histories[head_id] = known

@@ -56,11 +56,13 @@ def autopilot(
     saved = getattr(session, "agent", None)
     session.agent = pilot
     try:
+        head = session.head()
         for done in range(generations):
-            head = session.head()
-            fitted = pilot.fit(session, head)
+            # The head's ratings read once, for the fit and for what the person scored.
+            ratings = session.store.ratings(head.id)
+            fitted = pilot.fit(session, head, ratings)
             utility = pilot.utility(session, head, fitted)
-            scored = person_group(session.store, head)
+            scored = person_group(session.store, head, ratings)
             taken = set(scored.group.scores) if scored else set()
             events = [
                 RatingInput(kind="score", position=i, value=round(float(s), 4))
@@ -69,7 +71,7 @@ def autopilot(
             ]
             if events:
                 session.store.add_ratings(head.id, events, session=AGENT_SESSION)
-            session.evolve(settings=settings)
+            head = session.evolve(settings=settings)
             if progress:
                 progress(done + 1, generations)
     finally:

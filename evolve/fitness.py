@@ -46,9 +46,13 @@ class AutoFitness(Protocol):
         ...
 
 
+def _resized(images: Sequence[Image.Image], size: int) -> np.ndarray:
+    """The images as RGB, shrunk to ``size`` x ``size``: ``[n, size, size, 3]`` 8-bit levels."""
+    return np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8) for im in images])
+
+
 def _pixels(images: Sequence[Image.Image], size: int = _COMPARE_SIZE) -> np.ndarray:
-    arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) for im in images]
-    return np.stack(arrays) / 255.0
+    return _resized(images, size).astype(np.float32) / 255.0
 
 
 class TargetFitness:
@@ -91,10 +95,7 @@ class NoveltyFitness:
     @classmethod
     def levels(cls, images: Sequence[Image.Image]) -> np.ndarray:
         """One row of 8-bit levels per image: its thumbnail, flattened."""
-        side = cls._SIDE
-        return np.stack(
-            [np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8).reshape(-1) for im in images]
-        )
+        return _resized(images, cls._SIDE).reshape(len(images), -1)
 
     def evaluate(self, images: Sequence[Image.Image], state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
         levels = self.levels(images)
@@ -126,20 +127,18 @@ def archive_levels(state: dict[str, Any], width: int) -> np.ndarray:
     rather than failing a resumed run.
     """
     archive = state.get("archive")
-    if isinstance(archive, dict):
-        try:
+    levels = None
+    try:
+        if isinstance(archive, dict):
             data = zlib.decompress(base64.b64decode(archive["deflated"], validate=True))
             levels = np.frombuffer(data, dtype=np.uint8).reshape(int(archive["rows"]), int(archive["width"]))
-        except (KeyError, TypeError, ValueError, zlib.error):
-            return np.zeros((0, width), np.uint8)
-    elif isinstance(archive, list) and archive:
-        try:
+        elif isinstance(archive, list) and archive:
             levels = np.rint(np.asarray(archive, dtype=np.float64) * 255.0).clip(0, 255).astype(np.uint8)
-        except (TypeError, ValueError):
-            return np.zeros((0, width), np.uint8)
-    else:
+    except (KeyError, TypeError, ValueError, zlib.error):
+        levels = None
+    if levels is None or levels.ndim != 2 or levels.shape[1] != width:
         return np.zeros((0, width), np.uint8)
-    return levels if levels.ndim == 2 and levels.shape[1] == width else np.zeros((0, width), np.uint8)
+    return levels
 
 
 def parse_fitness(spec: str, preference_loader: Any = None) -> AutoFitness:

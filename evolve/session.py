@@ -259,28 +259,31 @@ class Session:
         if generations < 1:
             raise SessionError(f"generations must be at least 1, got {generations}")
         snapshot = self.head()
-        kept: dict[str, Image.Image] = {}  # image sha -> picture, for the head being scored
+        pictures: dict[str, Image.Image] = {}  # image sha -> picture, for the head being scored
+        rendered: dict[int, Any] = {}  # position -> image, as the generation being made renders
+
+        def keep(position: int, image: Any, _thumb: str | None) -> None:
+            if image is not None:
+                rendered[position] = image
+
         for done in range(generations):
-            images = [kept[h] if h in kept else decode(self.store.objects.get(h)) for h in snapshot.images]
+            for sha in snapshot.images:
+                if sha not in pictures:  # the starting head's (its images are read once)
+                    pictures[sha] = decode(self.store.objects.get(sha))
+            images = [pictures[sha] for sha in snapshot.images]
             # Stateful fitness (novelty's archive) carries on only from the same fitness.
             previous = snapshot.settings.get("fitness", {})
             state = previous.get("state", {}) if previous.get("spec") == fitness.spec else {}
             scores, new_state = fitness.evaluate(images, state)
             self.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
-            rendered: dict[int, Any] = {}
-
-            def keep(position: int, image: Any, _thumb: str | None, into: dict[int, Any] = rendered) -> None:
-                if image is not None:
-                    into[position] = image
-
-            parent_pictures = dict(zip(snapshot.images, images, strict=True))
+            rendered.clear()
             snapshot = self.evolve(extra={"fitness": {"spec": fitness.spec, "state": new_state}}, on_image=keep)
             # New images as rendered (the stored PNG holds exactly these pixels); elites
             # reuse their parent's picture under the same hash.
-            kept = {
-                sha: _picture(rendered[position]) if position in rendered else parent_pictures[sha]
+            pictures = {
+                sha: _picture(rendered[position]) if position in rendered else pictures[sha]
                 for position, sha in enumerate(snapshot.images)
-                if position in rendered or sha in parent_pictures
+                if position in rendered or sha in pictures
             }
             if progress:
                 progress(done + 1, generations)
@@ -395,8 +398,9 @@ class Session:
         total = len(population)
         # Candidates whose ids are known (elites, carried over) are grouped by id, so the
         # parent's images serve them. New children have no id yet: hashing their genomes
-        # here would hold up the render, so each renders as it is and ``prepare`` works its
-        # id out (an exact copy of another genome just renders twice, to the same bytes).
+        # here would hold up the render, so each renders as it is and ``_commit`` hashes it
+        # once the render is over (an exact copy of another genome just renders twice, to
+        # the same bytes).
         keys = [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
         groups: dict[Any, list[int]] = {}
         for position, key in enumerate(keys):

@@ -1,11 +1,11 @@
 """CPPN mutation: Picbreeder's operators, drawn with their weights, within the gene locks.
 
 Kept apart from ``cppn_genome`` (the genome's structure, validation, random genomes and
-crossover). Each candidate list here has a fast path for the common case of no locks:
-``mutate`` runs k times per child when the agent screens, so these lists are built tens of
-thousands of times a session. Without locks the operator draw only counts candidates and
-just the chosen operator's are listed; with locks set, counting builds the other operators'
-lists to take their lengths. New links are never listed (that list is quadratic in the
+crossover). ``mutate`` runs k times per child when the agent screens, tens of thousands of
+times a session, so the operator draw avoids listing what it only needs to count: without
+locks it counts every operator's candidates in closed form and lists just the chosen
+operator's; with locks set, counting builds the other operators' lists to take their
+lengths. New links are never listed (that list is quadratic in the
 nodes): they are counted, and the drawn one found, by walking the nodes.
 """
 

@@ -162,14 +162,14 @@ def serve(
             # Each frame wakes the parent, on a core the render or the writer is using: send
             # one only when the count moves, and none when the parent did not ask.
             nonlocal sent
-            if send is not None and int(done) != sent:
+            if int(done) != sent:
                 sent = int(done)
                 send(pack({"op": "progress", "done": sent, "total": int(total)}))
 
         # A generator that renders to one pixel array (CPPN) skips making images here: the
         # frame takes the pixels as they are.
         render = getattr(generator, "render_pixels", None) or generator.render
-        wanted = header.get("progress", True) is not False
+        wanted = send is not None and header.get("progress", True) is not False
         images = one_per_genome(render(genomes, size, progress=progress if wanted else None), genomes)
         return pack_images(images, shared)
     except Exception as exc:
@@ -184,7 +184,7 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _child_main(conn: Any, target: str, config_json: str, threads: int | None, share: bool = True) -> None:
+def _child_main(conn: Any, target: str, config_json: str, threads: int | None, share: bool) -> None:
     """Build the generator once, then serve render requests until told to stop or orphaned."""
     try:
         set_threads(threads)
@@ -354,7 +354,7 @@ class ProcessSpark:
 
     def _exchange(
         self, request: bytes, progress: ProgressCallback | None
-    ) -> tuple[dict[str, Any], list[bytes]]:
+    ) -> tuple[dict[str, Any], list[memoryview]]:
         """Send one request; forward progress frames until the final reply arrives."""
         assert self._conn is not None
         self._conn.send_bytes(request)

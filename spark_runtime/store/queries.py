@@ -77,7 +77,7 @@ _MEMBERS = select(_SNAP.c.run_id, _SNAP.c.population).where(_SNAP.c.id == bindpa
 def members(s: Session | Connection, snapshot_id: str) -> Row:
     """A snapshot's ``run_id`` and ``population`` and nothing else: rating or reading a
     generation has no use for its settings, which hold a batch run's fitness state (a
-    novelty archive runs to a megabyte of JSON) and cost more to parse than the rest."""
+    novelty archive, for one) and can cost more to parse than the rest."""
     row = s.execute(_MEMBERS, {"sid": snapshot_id}).first() if isinstance(snapshot_id, str) else None
     if row is None:
         raise StoreError(f"unknown snapshot {snapshot_id!r}")

@@ -373,9 +373,9 @@ class Store:
     def population(self, snapshot: Snapshot | str) -> list[tuple[str, dict[str, Any], list[str]]]:
         """``(individual id, decoded genome, parent ids)`` per position, in display order,
         from one read."""
-        snapshot_id = snapshot if isinstance(snapshot, str) else snapshot.id
         with self._session() as s:
-            population = q.members(s, snapshot_id).population
+            # A snapshot in hand already holds its population (snapshots never change).
+            population = q.members(s, snapshot).population if isinstance(snapshot, str) else snapshot.population
             rows = q.individuals(s, population)
         blobs = {
             row.tensors_hash: self.objects.get(row.tensors_hash)

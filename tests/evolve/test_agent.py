@@ -136,7 +136,7 @@ def test_the_agents_hooks_leave_hashing_to_the_commit_and_reread_no_ratings(
 
     def spy(s: Session, head: Any, population: list[Candidate]) -> dict:
         entry = record(s, head, population)
-        # Children and newcomers: ids are hashed by the commit, on its writer thread.
+        # Children and newcomers: ids are hashed by the commit, once the render is over.
         unhashed.append(sum(c.known_id is None for c in population))
         return entry
 

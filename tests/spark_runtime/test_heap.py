@@ -15,11 +15,11 @@ from spark_runtime.heap import keep_freed_memory
 ON_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 RENDERS = """
-import resource, sys
+import resource
 import numpy as np
 from spark_runtime.heap import keep_freed_memory
 from spark_runtime.spark import build_generator
-kept = keep_freed_memory() if sys.argv[1] == "kept" else False
+kept = keep_freed_memory()
 generator = build_generator("imagery.cppn:CPPN", {})
 populations = [generator.random(np.random.default_rng(seed), 8) for seed in range(3)]
 def renders():
@@ -33,16 +33,16 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def faults(mode: str) -> tuple[str, int]:
+def faults_with_the_heap_kept() -> tuple[str, int]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    out = subprocess.run([sys.executable, "-c", RENDERS, mode], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", RENDERS], env=env, capture_output=True, text=True, check=True)
     kept, count = out.stdout.split()
     return kept, int(count)
 
 
 @pytest.mark.skipif(not ON_GLIBC, reason="the thresholds are glibc's")
 def test_steady_renders_fault_no_pages_in_once_the_heap_is_kept() -> None:
-    kept, count = faults("kept")
+    kept, count = faults_with_the_heap_kept()
     assert kept == "True"
     # Nine renders of 8 genomes at 128 px allocate and free megabytes each; with glibc's
     # default thresholds they faulted 1,100 to 12,400 pages in again over twelve runs, kept

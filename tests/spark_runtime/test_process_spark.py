@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from evolve.session import RunSpec, Session
+from spark_runtime import shared_pixels
 from spark_runtime.image_codec import decode
 from spark_runtime.pool import SparkLost, SparkPool
 from spark_runtime.process_spark import (
@@ -159,12 +160,15 @@ def test_a_reply_larger_than_the_shared_memory_grows_it_and_arrives_intact(cppn_
     assert _same(spark.render(genomes, 256), reference)
     assert _same(spark.render(genomes[2:4], 256), reference[2:4])
     assert spark.restarts == 0
+    if shared_pixels.supported():  # the replies really came through the grown file
+        assert spark._pixels._map is not None and len(spark._pixels._map) >= 6 * 256 * 256 * 3
 
 
 def test_without_shared_memory_images_come_back_in_the_frames():
     genomes = _cppn_genomes(3, seed=5)
     with ProcessSpark(CPPN, {}, threads=1, shared_memory=False) as spark:
         assert _same(spark.render(genomes, 64), InProcessSpark(CPPN, {}).render(genomes, 64))
+        assert spark._pixels._map is None  # no shared file was ever handed over
 
 
 def test_bad_config_and_bad_target_fail_on_start_in_one_line():

@@ -470,9 +470,12 @@ def test_ratings_of_many_snapshots_match_the_per_snapshot_reads(store, monkeypat
     g0 = commit(store, main, None, "main")
     store.add_ratings(g0.id, [RatingInput("score", 0, 4), RatingInput("pick", 1)], "ann")
     store.add_ratings(g0.id, [RatingInput("score", 0, 2)], "bob")
+    g1 = commit(store, main, g0, "main")
+    store.add_ratings(g1.id, [RatingInput("score", 1, 3)], "ann")
     monkeypatch.setattr("spark_runtime.store.store._IDS_PER_QUERY", 1)  # chunks still join up
-    found = store.ratings_of([g0.id, "unknown"])
+    found = store.ratings_of([g0.id, g1.id, "unknown"])
     assert [(r.kind, r.session) for r in found[g0.id]] == [(r.kind, r.session) for r in store.ratings(g0.id)]
+    assert [(r.kind, r.position) for r in found[g1.id]] == [(r.kind, r.position) for r in store.ratings(g1.id)] != []
     assert found["unknown"] == [] and store.ratings_of([]) == {}
 
 

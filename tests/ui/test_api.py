@@ -60,7 +60,13 @@ def test_bad_reads_answer_one_line(
 
 
 def test_a_path_escaping_the_static_folder_is_not_served(client: TestClient) -> None:
+    # Over HTTP the router already refuses a name with a slash in it...
     assert client.get("/ui-static/..%2Fapi.py").status_code == 404
+    # ...so the handler's own check is reached only by calling it.
+    static = next(r.endpoint for r in client.app.routes if getattr(r, "path", "") == "/ui-static/{name}")
+    for name in ("../api.py", ".hidden", "no-such-file.js"):
+        assert static(name=name).status_code == 404
+    assert static(name="imagery.js").status_code == 200
 
 
 @pytest.mark.parametrize(

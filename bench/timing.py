@@ -1,0 +1,47 @@
+"""Timing the benchmarks share: calls measured in alternating rounds, and a wrapper that
+adds up the seconds spent in whatever it wraps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds each call took, round by round: the calls alternate, so that a busy spell on
+    the machine hits every one of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+class Timed:
+    """Wraps a spark or a function and adds up the seconds spent in it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.target = getattr(inner, "target", None)
+        self.config = getattr(inner, "config", None)
+
+    def render(self, genomes: Any, size: int, progress: Any = None) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner.render(genomes, size, progress)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.inner.close()
