@@ -44,6 +44,7 @@ test: $(STAMP) system-deps
 # Each prints a ratio against a reference measured in the same run (see each script's docstring).
 bench: $(STAMP) system-deps
 	$(PY) bench/cppn_render.py
+	$(PY) bench/cppn_kernel.py
 	$(PY) bench/fork.py
 	$(PY) bench/history.py
 	$(PY) bench/genome_ids.py

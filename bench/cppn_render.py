@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagery.cppn import CPPN  # noqa: E402
 from imagery.cppn_genome import INPUT_IDS, OUTPUT_IDS  # noqa: E402
-from imagery.cppn_render import PRE_LIMIT  # noqa: E402
+from imagery.cppn_kernel import PRE_LIMIT  # noqa: E402
 
 
 def _clamped(func):

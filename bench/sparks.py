@@ -18,13 +18,19 @@ and the store add to each generation.
    genomes, and the commit. Printed as
    the median over generations of the per-generation ratio, with its quartiles, and the
    render time inside the generation beside the reference. Acceptance: < 10% of the render.
+3. Overhead per generation in a batch run: ``Session.run_auto`` on a local spark, where each
+   generation's store work (its parent's scores, the check, the publish, the commit) runs
+   while the next generation renders. Timed between the run's progress reports, which come
+   as each generation is committed; each interval holds one render, whose new genomes are
+   rendered again alone afterwards (median of three) as its reference. The fitness (a cheap
+   mean-level score here) and the GA are not counted. Same acceptance.
    ``--free-encoding`` is a diagnostic, not the measure: each image stages one tiny blob
    instead of its PNG, which shows what batching, staging, publishing, the commit
    and the head read cost on their own.
 
     python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--generations 25] [--chunks 3]
                            [--spark local process] [--store-dir DIR] [--skip-throughput]
-                           [--free-encoding]
+                           [--batch-generations 30] [--free-encoding]
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.timing import Timed, interleaved  # noqa: E402
+from evolve.engine import Engine  # noqa: E402
 from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
 from spark_runtime.process_spark import ProcessSpark  # noqa: E402
@@ -191,6 +198,67 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
     return share < 0.10
 
 
+class MeanLevel:
+    """A fitness that costs next to nothing: each picture's mean level, 0..5."""
+
+    spec = "bench:mean-level"
+
+    def evaluate(self, images: Any, state: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+        return [float(np.asarray(im).mean()) / 51.0 for im in images], {}
+
+
+def batch_overhead(population: int, size: int, generations: int, store_dir: str | None) -> bool:
+    print(f"\n3. Overhead per generation in a batch run: Session.run_auto on a local spark, population {population} at {size} px")
+    spark = InProcessSpark(CPPN, {})
+    fitness = Timed(MeanLevel().evaluate)
+    tell = Timed(Engine.tell)
+    marks: list[tuple[float, float]] = []  # (time, fitness + GA seconds so far) at each report
+    with tempfile.TemporaryDirectory(dir=store_dir) as tmp:
+        spec = RunSpec(name="bench", population=population, size=size, seed=3)
+        session = Session.create(_store(tmp), spec, spark=spark)
+        store = session.store
+        counted = MeanLevel()
+        counted.evaluate = fitness  # type: ignore[method-assign]
+        session.run_auto(counted, 3)  # warm-up: torch, the store, the first pictures
+        fitness.seconds = 0.0
+        Engine.tell = lambda engine, *a, **k: tell(engine, *a, **k)  # type: ignore[method-assign]
+        try:
+            start = time.perf_counter()
+            session.run_auto(
+                counted, generations, progress=lambda *_: marks.append((time.perf_counter(), fitness.seconds + tell.seconds))
+            )
+        finally:
+            Engine.tell = tell.inner  # type: ignore[method-assign]
+        history = store.history(session.branch)[-generations - 1 :]
+        # Interval k (between reports k-1 and k) rendered generation k + 1 of this run.
+        alone = []
+        for parent, child in zip(history[1:], history[2:], strict=False):
+            old = set(parent.population)
+            new = [g for i, g in zip(child.population, store.genomes(child), strict=True) if i not in old]
+            alone.append(statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS)))
+        store.close()
+    # Report j comes once generation j of the run is committed, just after generation j + 1
+    # rendered; so the time from report j - 1 to report j holds the render of generation
+    # j + 1 (alone[j]). The time before the first report holds two renders and the start.
+    times = [t for t, _ in marks]
+    counted_s = [c for _, c in marks]
+    shares = sorted(
+        ((times[j] - times[j - 1]) - (counted_s[j] - counted_s[j - 1]) - alone[j]) / alone[j]
+        for j in range(1, len(alone))
+    )
+    share = statistics.median(shares)
+    wall = (times[-1] - start) / generations
+    print(f"   {'render alone, one call (reference, median)':<44} {statistics.median(alone) * 1000:8.2f} ms")
+    print(f"   {'fitness + GA per generation (not counted)':<44} {counted_s[-1] / generations * 1000:8.2f} ms")
+    print(f"   {'whole generation (mean over the run)':<44} {wall * 1000:8.2f} ms")
+    print(
+        f"   pool + store overhead, median of {len(shares)} generations: {share:.1%} of render "
+        f"(quartiles {shares[len(shares) // 4]:.1%} .. {shares[3 * len(shares) // 4]:.1%}): "
+        f"{'PASS' if share < 0.10 else 'FAIL'} (acceptance < 10%)"
+    )
+    return share < 0.10
+
+
 def _seconds(render: Any, genomes: list[dict], size: int) -> float:
     start = time.perf_counter()
     render(genomes, size)
@@ -220,6 +288,7 @@ def main() -> int:
         help="sparks the overhead is measured on",
     )
     parser.add_argument("--skip-throughput", action="store_true", help="only the overhead part")
+    parser.add_argument("--batch-generations", type=int, default=30, help="generations of the batch run timed (0: skip)")
     parser.add_argument("--store-dir", help="where the benchmark store goes (default: system temp)")
     parser.add_argument(
         "--free-encoding", action="store_true",
@@ -238,6 +307,8 @@ def main() -> int:
         throughput(genomes, args.size, args.repeats)
         transport(args.population, args.size, 5 * args.repeats)
     results = [overhead(args.population, args.size, args.generations, args.chunks, kind, args.store_dir) for kind in args.spark]
+    if args.batch_generations:
+        results.append(batch_overhead(args.population, args.size, args.batch_generations, args.store_dir))
     ok = all(results)
     return 0 if ok else 1
 

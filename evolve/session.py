@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from evolve.engine import Candidate, Engine, EngineError, EngineSettings, rng_from_state
 from evolve.fitness import AutoFitness, fitness_from_ratings
@@ -228,13 +227,7 @@ class Session:
         head, candidates = self._head_population(self.branch.head_snapshot_id)
         if fitness is None:
             fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
-        settings = settings or self.settings(head)
-        if settings.population_size != len(candidates):
-            settings = settings.replace(population_size=len(candidates))
-        try:
-            engine = Engine(self.generator, settings, rng_from_state(head.rng_state), candidates)
-        except EngineError as exc:
-            raise SessionError(str(exc)) from None
+        engine = self._engine(head, candidates, settings)
         engine.ask()
         children, extra = self._tell(engine, fitness, head, rows, extra or {})
         return self._commit(
@@ -250,44 +243,11 @@ class Session:
         )
 
     def run_auto(self, fitness: AutoFitness, generations: int, progress: Callable[[int, int], None] | None = None) -> Any:
-        """Headless batch run: score each head automatically, store the scores, evolve.
+        """Headless batch run: score each generation automatically, store the scores, evolve
+        (``evolve.batch``: each generation's store work runs while the next renders)."""
+        from evolve.batch import run_auto
 
-        Each generation is scored from the pictures it rendered, kept in memory: only the
-        starting head's images are read back from the store (decoding a population's PNGs
-        took a quarter of the time a generation's render did).
-        """
-        if generations < 1:
-            raise SessionError(f"generations must be at least 1, got {generations}")
-        snapshot = self.head()
-        pictures: dict[str, Image.Image] = {}  # image sha -> picture, for the head being scored
-        rendered: dict[int, Any] = {}  # position -> image, as the generation being made renders
-
-        def keep(position: int, image: Any, _thumb: str | None) -> None:
-            if image is not None:
-                rendered[position] = image
-
-        for done in range(generations):
-            for sha in snapshot.images:
-                if sha not in pictures:  # the starting head's (its images are read once)
-                    pictures[sha] = decode(self.store.objects.get(sha))
-            images = [pictures[sha] for sha in snapshot.images]
-            # Stateful fitness (novelty's archive) carries on only from the same fitness.
-            previous = snapshot.settings.get("fitness", {})
-            state = previous.get("state", {}) if previous.get("spec") == fitness.spec else {}
-            scores, new_state = fitness.evaluate(images, state)
-            self.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
-            rendered.clear()
-            snapshot = self.evolve(extra={"fitness": {"spec": fitness.spec, "state": new_state}}, on_image=keep)
-            # New images as rendered (the stored PNG holds exactly these pixels); elites
-            # reuse their parent's picture under the same hash.
-            pictures = {
-                sha: _picture(rendered[position]) if position in rendered else pictures[sha]
-                for position, sha in enumerate(snapshot.images)
-                if position in rendered or sha in pictures
-            }
-            if progress:
-                progress(done + 1, generations)
-        return snapshot
+        return run_auto(self, fitness, generations, progress)
 
     def undo(self) -> Any:
         """Move the branch head back one generation; nothing is deleted."""
@@ -303,6 +263,16 @@ class Session:
         return Session(self.store, self.run.id, branch.name, spark=self._spark)
 
     # --- internals ----------------------------------------------------------------------
+    def _engine(self, head: Any, candidates: list[Candidate], settings: EngineSettings | None = None) -> Engine:
+        """The engine that breeds the generation after ``head`` (its settings unless given)."""
+        settings = settings or self.settings(head)
+        if settings.population_size != len(candidates):
+            settings = settings.replace(population_size=len(candidates))
+        try:
+            return Engine(self.generator, settings, rng_from_state(head.rng_state), candidates)
+        except EngineError as exc:
+            raise SessionError(str(exc)) from None
+
     def _head_population(self, snapshot_id: str) -> tuple[Any, list[Candidate]]:
         """The head snapshot and its candidates: kept from this session's own last commit
         (snapshots never change, and the id says it is still the head), else read back."""
@@ -341,12 +311,30 @@ class Session:
         chunks: int = RENDER_BATCHES,
     ) -> Any:
         images, thumbs, staged = self._render(population, parent, progress, on_image, chunks)
+        settings = {"engine": engine.settings.to_dict(), **extra}
+        return self._finish(population, parent, generation, consumed, images, thumbs, staged, engine.rng_state, settings, progress)
+
+    def _finish(
+        self,
+        population: Sequence[Candidate],
+        parent: Any | None,
+        generation: int,
+        consumed: list[int],
+        images: list[str],
+        thumbs: list[str],
+        staged: list[StagedObjects],
+        rng_state: dict[str, Any],
+        settings: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> Any:
+        """Check, publish and commit a rendered generation; its staged images are discarded
+        if the check fails."""
         try:
             # Hashing the new genomes and checking them against the store comes after the
-            # render: it is pure Python, and beside the render it would hold the GIL that the
-            # render thread takes back between tensor operations, which slowed the render by
-            # more than this takes on its own. A stale head fails here, and the images go
-            # unseen.
+            # render: it is pure Python, and beside the render it holds the GIL the render
+            # thread needs between its calls into torch (even the compiled CPPN kernel packs
+            # its genomes in Python), which measured slower than doing it after. A stale
+            # head fails here, and the images go unseen.
             individuals = self.store.prepare_generation(
                 branch_id=self.branch.id,
                 parent_id=parent.id if parent else None,
@@ -368,8 +356,8 @@ class Session:
             individuals=individuals,
             images=images,
             thumbs=thumbs,
-            rng_state=engine.rng_state,
-            settings={"engine": engine.settings.to_dict(), **extra},
+            rng_state=rng_state,
+            settings=settings,
             consumed_ratings=consumed,
             generator_config=self.run.generator_config,
         )
@@ -460,13 +448,6 @@ class Session:
         pixels = rgb_pixels(image)  # one conversion for both encoders
         staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
         return (staged.shas[0], staged.shas[1]), staged
-
-
-def _picture(image: Any) -> Image.Image:
-    """A rendered image as the RGB picture that decoding its stored PNG gives back."""
-    if isinstance(image, Image.Image) and image.mode == "RGB":
-        return image
-    return Image.fromarray(rgb_pixels(image))
 
 
 def _batches(items: Sequence[T], chunks: int) -> list[Sequence[T]]:

@@ -7,7 +7,8 @@ tensor ops for all genomes at once: gather each row's source rows, weight them, 
 up, clamp, and apply the activation. Rows in a layer are sorted by activation, so each
 function runs once per layer on a contiguous block. Nothing is padded: genomes of any size
 share the rows, and a row only ever adds its own links. Pixels go through in chunks sized
-to stay in cache.
+to stay in cache. This module packs the genomes into index and weight tensors; the loop over
+layers and chunks runs compiled, without the GIL (``imagery.cppn_kernel``).
 
 Bit-identical pictures, alone or in any batch, on CPU: a row's sum is folded in the
 genome's own link order with separate multiplies and adds, each rounded exactly by IEEE
@@ -30,55 +31,38 @@ import numpy as np
 import torch
 
 from imagery.cppn_genome import ACTIVATIONS, INPUT_IDS, OUTPUT_IDS
+from imagery.cppn_kernel import compiled_render_levels
 from imagery.protocol import Genome, ProgressCallback
 
-PRE_LIMIT = 32.0  # clamp on a node's summed input: keeps every value finite and bounded
 _ALIGN = 64  # chunk lengths are multiples of this
 _CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}  # rows x pixels held per chunk
 _KEPT_COORDINATES_MAX = 1 << 20  # pixels (16 MB of coordinates) up to which they are cached
-
-
-def activate_(name: str, x: torch.Tensor) -> None:
-    """Apply one named activation to ``x`` in place (the functions a genome's nodes name)."""
-    if name == "sin":
-        x.sin_()
-    elif name == "cos":
-        x.cos_()
-    elif name == "gaussian":
-        x.mul_(x).neg_().exp_()
-    elif name == "sigmoid":
-        x.mul_(0.5).tanh_().mul_(0.5).add_(0.5)
-    elif name == "tanh":
-        x.tanh_()
-    elif name == "abs":
-        x.abs_()
-    elif name != "identity":
-        raise ValueError(f"unknown activation {name!r}")
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """One layer's rows ``[start, start + size)``, in activation order.
-
-    The sums are built in a scratch block whose rows are sorted by fan-in, most links first,
-    so term ``k`` of every row that has one is a single contiguous ``rows[:counts[k]]``
-    update with no padding; ``order`` then permutes the scratch rows into activation order.
-    """
-
-    start: int
-    size: int
-    counts: list[int]  # counts[k]: rows with more than k links
-    sources: torch.Tensor  # [sum(counts)] rows to gather, term-major
-    weights: torch.Tensor  # [sum(counts), 1]
-    bias: torch.Tensor  # [size, 1], in fan-in order
-    order: torch.Tensor  # [size]: scratch row of each layer row
-    groups: list[tuple[str, int, int]]  # (activation, first row, end row) within the layer
+PROGRESS_STEPS = 8  # progress reports per render, when asked for
 
 
 @dataclass(frozen=True)
 class _Packed:
+    """A batch of genomes as the kernel takes it (``imagery.cppn_kernel.render_levels``).
+
+    Layer ``i`` is rows ``[starts[i], starts[i] + sizes[i])``, in activation order. Its sums
+    are built in a scratch block whose rows are sorted by fan-in, most links first, so term
+    ``k`` of every row that has one is a single contiguous ``rows[:counts[i][k]]`` update
+    with no padding; ``order`` then permutes the scratch rows into activation order. The
+    link and row tensors are whole-batch, each layer's part found by its offsets: made from
+    numpy in one call each, so that packing gives up the GIL (for another thread to take
+    and hold) only a handful of times.
+    """
+
     rows: int
-    layers: list[_Layer]
+    starts: list[int]
+    sizes: list[int]
+    counts: list[list[int]]  # counts[i][k]: rows of layer i with more than k links
+    link_starts: list[int]  # layer i's links are [link_starts[i], link_starts[i + 1])
+    groups: list[list[int]]  # (activation number, first row, end row) triples per layer
+    sources: torch.Tensor  # [links] rows to gather, term-major within each layer
+    weights: torch.Tensor  # [links, 1]
+    bias: torch.Tensor  # [rows after the inputs, 1], in fan-in order within each layer
+    order: torch.Tensor  # [rows after the inputs]: scratch row of each row within its layer
     outputs: torch.Tensor  # [3 * B] rows of each genome's outputs, output-major
 
 
@@ -99,6 +83,7 @@ class _Flat:
     src: np.ndarray  # [links] flat node of the source, or -1 - input id
     dst: np.ndarray  # [links] flat node of the destination
     weight: np.ndarray  # [links]
+    term: np.ndarray  # [links] the link's place among the enabled links into its node
 
 
 def _flatten(genomes: Sequence[Genome]) -> _Flat:
@@ -109,6 +94,7 @@ def _flatten(genomes: Sequence[Genome]) -> _Flat:
     srcs: list[int] = []
     dsts: list[int] = []
     weights: list[float] = []
+    terms: list[int] = []
     act_index = _ACTIVATION_INDEX
     for genome in genomes:
         nodes = genome["nodes"]
@@ -123,6 +109,12 @@ def _flatten(genomes: Sequence[Genome]) -> _Flat:
         srcs.extend([where[link["src"]] for link in enabled])
         dsts.extend([where[link["dst"]] for link in enabled])
         weights.extend([link["weight"] for link in enabled])
+        # Counted here rather than by sorting: numpy's sorts give up the GIL even for a
+        # few elements, and each time another thread may keep it for a switch interval.
+        seen: dict[int, int] = {}
+        for link in enabled:
+            seen[link["dst"]] = seen.get(link["dst"], -1) + 1
+            terms.append(seen[link["dst"]])
     size = np.asarray(sizes, dtype=np.int64)
     ends = np.cumsum(size)
     genome_of = np.repeat(np.arange(len(genomes)), size)
@@ -135,6 +127,7 @@ def _flatten(genomes: Sequence[Genome]) -> _Flat:
         src=np.asarray(srcs, dtype=np.int64),
         dst=np.asarray(dsts, dtype=np.int64),
         weight=np.asarray(weights, dtype=np.float64),
+        term=np.asarray(terms, dtype=np.int64),
     )
 
 
@@ -176,10 +169,6 @@ def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
     # enabled links into the same node, in the genome's link order).
     src_row = np.where(flat.src < 0, -1 - flat.src, row_of[np.maximum(flat.src, 0)] + first_row)
     dst_row = row_of[flat.dst]
-    by_dst = np.argsort(dst_row, kind="stable")
-    sorted_dst = dst_row[by_dst]
-    term = np.empty(len(dst_row), dtype=np.int64)
-    term[by_dst] = np.arange(len(dst_row)) - np.searchsorted(sorted_dst, sorted_dst, side="left")
     fan = np.bincount(dst_row, minlength=count)
     # Scratch rows: within each layer, most links first (stable in row order).
     by_fan = np.lexsort((np.arange(count), -fan, layer_of))
@@ -187,36 +176,37 @@ def _pack(genomes: Sequence[Genome], device: torch.device) -> _Packed:
     scratch[by_fan] = np.arange(count) - starts[layer_of[by_fan]]
     # Term-major within a layer: term 0 of every row in scratch order, then term 1, ...
     link_layer = layer_of[dst_row]
-    term_major = np.lexsort((scratch[dst_row], term, link_layer))
-    # One tensor each for the whole batch; the layers take views of them.
-    sources = torch.from_numpy(src_row[term_major]).to(device)
-    weights = torch.from_numpy(flat.weight[term_major].astype(np.float32)).to(device).view(-1, 1)
-    bias = torch.from_numpy(flat.bias[member][by_fan].astype(np.float32)).to(device).view(-1, 1)
-    order = torch.from_numpy(scratch).to(device)
+    term_major = np.lexsort((scratch[dst_row], flat.term, link_layer))
     act_by_row = flat.act[member]
-    link_starts = [0, *np.cumsum(np.bincount(link_layer, minlength=len(sizes))).tolist()]
-    layers = []
-    for index, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+    starts_list, sizes_list, counts, groups = [], [], [], []
+    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
         end = start + size
         fans = fan[start:end]
-        counts = np.count_nonzero(fans[None, :] > np.arange(fans.max())[:, None], axis=1).tolist()
+        counts.append(np.count_nonzero(fans[None, :] > np.arange(fans.max())[:, None], axis=1).tolist())
         acts = act_by_row[start:end]
         cuts = [0, *(np.flatnonzero(acts[1:] != acts[:-1]) + 1).tolist(), size]
-        links = slice(link_starts[index], link_starts[index + 1])
-        layers.append(
-            _Layer(
-                start=first_row + start,
-                size=size,
-                counts=counts,
-                sources=sources[links],
-                weights=weights[links],
-                bias=bias[start:end],
-                order=order[start:end],
-                groups=[(ACTIVATIONS[int(acts[a])], a, b) for a, b in itertools.pairwise(cuts)],
-            )
-        )
+        groups.append([v for a, b in itertools.pairwise(cuts) for v in (int(acts[a]), a, b)])
+        starts_list.append(first_row + start)
+        sizes_list.append(size)
     outputs = flat.ends[None, :] - len(OUTPUT_IDS) + np.arange(len(OUTPUT_IDS))[:, None]
-    return _Packed(first_row + count, layers, torch.from_numpy(row_of[outputs].ravel() + first_row).to(device))
+    return _Packed(
+        rows=first_row + count,
+        starts=starts_list,
+        sizes=sizes_list,
+        counts=counts,
+        link_starts=[0, *np.cumsum(np.bincount(link_layer, minlength=len(sizes))).tolist()],
+        groups=groups,
+        sources=_tensor(src_row[term_major], device),
+        weights=_tensor(flat.weight[term_major].astype(np.float32).reshape(-1, 1), device),
+        bias=_tensor(flat.bias[member][by_fan].astype(np.float32).reshape(-1, 1), device),
+        order=_tensor(scratch, device),
+        outputs=_tensor(row_of[outputs].ravel() + first_row, device),
+    )
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 def _coordinates(size: int, length: int, device: torch.device) -> torch.Tensor:
@@ -242,51 +232,6 @@ def _new_coordinates(size: int, length: int, device: torch.device) -> torch.Tens
     coords[1, : size * size] = axis.repeat_interleave(size)
     coords[2] = torch.sqrt(coords[0] * coords[0] + coords[1] * coords[1])
     return coords
-
-
-def _evaluate(packed: _Packed, coords: torch.Tensor) -> torch.Tensor:
-    """Run every genome on every pixel of a chunk; returns the raw outputs, [3, B, P]."""
-    length = coords.shape[1]
-    values = torch.empty(packed.rows, length, device=coords.device)
-    values[: len(INPUT_IDS)] = coords
-    scratch = torch.empty(max(layer.size for layer in packed.layers), length, device=coords.device)
-    for layer in packed.layers:
-        sums = scratch[: layer.size]
-        terms = values.index_select(0, layer.sources).mul_(layer.weights)
-        # Each row: bias + term 0 + term 1 + ..., in its genome's link order.
-        sums.copy_(layer.bias.expand(-1, length))
-        offset = 0
-        for count in layer.counts:
-            sums[:count].add_(terms[offset : offset + count])
-            offset += count
-        block = values[layer.start : layer.start + layer.size]
-        torch.index_select(sums, 0, layer.order, out=block)
-        block.clamp_(-PRE_LIMIT, PRE_LIMIT)
-        for act, first, end in layer.groups:
-            activate_(act, block[first:end])
-    return values.index_select(0, packed.outputs).view(len(OUTPUT_IDS), -1, length)
-
-
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Branch-free HSV -> RGB for h in [0, 1]: channel n is v - v*s*clamp(min(k, 4 - k), 0, 1)
-    with k = (n + 6h) mod 6 and n = 5, 3, 1 for red, green, blue."""
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=h.device).view(3, *([1] * h.dim()))
-    k = h * 6.0 + offsets  # in [1, 12): one wrap-around is all the modulo has to do
-    k = torch.where(k >= 6.0, k - 6.0, k)
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return v - (v * s) * ramp
-
-
-def to_color(raw: torch.Tensor, mode: str) -> torch.Tensor:
-    """Map raw outputs [3, ...] to RGB in [0, 1] [3, ...] for the given colour mode."""
-    if mode == "rgb":
-        return (raw.clamp(-1.0, 1.0) + 1.0) * 0.5
-    # Hue wraps around; saturation and value fold negative outputs back (Picbreeder-like).
-    hue = raw[0] * 0.5
-    hue = hue - torch.floor(hue)  # exact; may round up to 1.0, which is the same hue as 0
-    sat = torch.abs(raw[1]).clamp_(max=1.0)
-    val = torch.abs(raw[2]).clamp_(max=1.0)
-    return _hsv_to_rgb(hue, sat, val)
 
 
 _threads_lock = threading.Lock()
@@ -350,12 +295,29 @@ def _render(
     budget = _CHUNK_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     chunk = min(padded, max(_ALIGN, budget // packed.rows // _ALIGN * _ALIGN))
     coords = _coordinates(size, padded, device)
-    result = torch.empty(batch, padded, 3, dtype=torch.uint8)
-    steps = -(-padded // chunk)
-    for step, start in enumerate(range(0, padded, chunk)):
-        raw = _evaluate(packed, coords[:, start : start + chunk])
-        levels = to_color(raw, color).mul_(255.0).round_().clamp_(0.0, 255.0)
-        result[:, start : start + chunk] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
+    # Made in numpy: every torch call from here gives the GIL up and must win it back.
+    result = np.empty((batch, padded, 3), dtype=np.uint8)
+    chunks = -(-padded // chunk)
+    tables = (
+        packed.rows,
+        packed.starts,
+        packed.sizes,
+        packed.counts,
+        packed.link_starts,
+        packed.groups,
+        packed.sources,
+        packed.weights,
+        packed.bias,
+        packed.order,
+        packed.outputs,
+        color == "hsv",
+    )
+    # Each call runs without the GIL and takes it back once at its end: one call for the
+    # whole render, or a few when someone watches the progress.
+    calls = 1 if progress is None else min(chunks, PROGRESS_STEPS)
+    ends = [chunks * (k + 1) // calls for k in range(calls)]
+    for first, end in zip([0, *ends[:-1]], ends, strict=True):
+        compiled_render_levels(coords, chunk, first, end, torch.from_numpy(result), *tables)
         if progress is not None:
-            progress(batch * (step + 1) // steps, batch)
-    return result[:, :pixels].reshape(batch, size, size, 3).numpy()
+            progress(batch * end // chunks, batch)
+    return result[:, :pixels].reshape(batch, size, size, 3)

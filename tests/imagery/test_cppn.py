@@ -345,6 +345,23 @@ def test_batch_render_equals_single_renders_bit_for_bit(cppn: CPPN) -> None:
     assert cppn.render([], size) == []
 
 
+@pytest.mark.parametrize("color", ["hsv", "rgb"])
+def test_the_compiled_kernel_draws_what_the_kernel_draws_op_by_op(monkeypatch, color: str) -> None:
+    # The renderer runs the kernel compiled (without the GIL); run as plain Python, op by
+    # op, the same code must give the same pixels: no fusion or reordering may creep in.
+    # Several progress steps, so the compiled kernel is also called for a range of chunks.
+    from imagery import cppn_kernel, cppn_render
+
+    generator = CPPN.from_config({"color": color, "device": "cpu"})
+    population = _evolved(generator, seed=41, n=5, rounds=8)
+    steps: list[int] = []
+    compiled = generator.render_pixels(population, 97, progress=lambda done, total: steps.append(done))
+    monkeypatch.setattr(cppn_render, "compiled_render_levels", cppn_kernel.render_levels)
+    eager = generator.render_pixels(population, 97)
+    assert compiled.shape == (5, 97, 97, 3) and len(steps) > 1
+    assert np.array_equal(compiled, eager)
+
+
 def test_batches_mixing_flat_and_deep_genomes_render_as_alone(cppn: CPPN) -> None:
     deep = _evolved(cppn, seed=41, n=4, rounds=12)
     flat = {  # no hidden nodes: the outputs read the inputs directly
