@@ -73,7 +73,7 @@ def main() -> None:
         print(f"  generation {head.generation}: {per_generation * 1000:7.1f} ms each (mean of the last {timed})")
         for label, part in parts.items():
             print(f"    {label:<13} {part.seconds / timed * 1000:7.1f} ms")
-        print("    (the store thread's time overlaps the next generation's render)")
+        print("    (the store thread waits for the writer's encoding, and all of it overlaps the next render)")
 
         print("\n1. the head's images read back from the store and decoded (no longer done)")
         read_back = median({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]

@@ -1,12 +1,14 @@
 """Headless batch runs: score each generation automatically, breed, render, store; repeat.
 
-A generation's store work (storing the scores of its parent, checking it, making its images
-durable, committing it) runs on a store thread while the next generation renders, so a run's
-pace is set by its renders. That is safe because nothing the next generation needs waits on
-the commit: its parents, their fitness and the random state are in memory, and each commit
-still waits for the one before it (its parent) and is as atomic as ever. A run that stops,
-for any reason, first waits for the commit under way: the store holds every generation
-rendered before the failure, whole, and nothing after it.
+A generation renders in one call, and everything else about it happens beside the next one:
+the writer thread encodes and stages its images, and the store thread stores its parent's
+scores, checks it, makes its images durable and commits it, while this thread scores it,
+breeds the next generation and renders that. Nothing the next generation needs waits on the
+store: its parents, their pictures and fitness and the random state are in memory, and an
+elite's image hashes are only needed by its own commit. Each commit still waits for the one
+before it (its parent) and is as atomic as ever. A run that stops, for any reason, first
+waits for the commit under way: the store holds every generation rendered before the
+failure, whole, and nothing after it.
 """
 
 from __future__ import annotations
@@ -20,33 +22,29 @@ from PIL import Image
 
 from evolve.engine import Candidate
 from evolve.fitness import AutoFitness, fitness_from_ratings
-from evolve.session import RENDER_BATCHES, Session, SessionError  # session imports this lazily
+from evolve.session import WRITER, Session, SessionError, render_keys
+from imagery import GeneratorError
 from spark_runtime.image_codec import decode, rgb_pixels
 from spark_runtime.store import RatingInput
-from spark_runtime.store.objects import StagedObjects
+
+# (``evolve.session`` imports this module only when a batch run starts.)
 
 # One thread: a branch's generations commit in order, each after its parent.
 _STORE_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-commit")
 
-
-@dataclass(frozen=True)
-class _Shown:
-    """What the next render needs of a generation that may not be committed yet: its
-    members' ids and their image and thumbnail hashes (elites reuse them)."""
-
-    population: list[str]
-    images: list[str]
-    thumbs: list[str]
+# An image's (image sha, thumbnail sha), or the writer's job that encodes and stages it
+# (``Session._store_image``: its result is those hashes and the staged objects).
+ImageRef = tuple[str, str] | Future
 
 
 @dataclass
 class _Rendered:
-    """A rendered generation on its way to the store."""
+    """A rendered generation on its way to the store: each position's image ref, and the
+    writer jobs of its own new images, whose staged objects its commit publishes."""
 
     population: list[Candidate]
-    images: list[str]
-    thumbs: list[str]
-    staged: list[StagedObjects]
+    refs: list[ImageRef]
+    jobs: list[Future]
     rng_state: dict[str, Any]
     settings: dict[str, Any]
 
@@ -64,86 +62,114 @@ def run_auto(
     if session.agent is not None:
         raise SessionError("a batch run scores with its fitness alone: detach the agent first")
     head = session.head()
-    pictures = {sha: decode(session.store.objects.get(sha)) for sha in dict.fromkeys(head.images)}
-    images = [pictures[sha] for sha in head.images]
+    decoded = {sha: decode(session.store.objects.get(sha)) for sha in dict.fromkeys(head.images)}
     previous = head.settings.get("fitness", {})
     # Stateful fitness (novelty's archive) carries on only from the same fitness.
     state = previous.get("state", {}) if previous.get("spec") == fitness.spec else {}
     head, members = session._head_population(head.id)
     engine = session._engine(head, members)
-    shown = _Shown(list(head.population), list(head.images), list(head.thumbs))
+    # Member id -> its picture and its image ref: elites carry both over.
+    pictures = {cid: decoded[sha] for cid, sha in zip(head.population, head.images, strict=True)}
+    refs: dict[str, ImageRef] = {
+        cid: (image, thumb) for cid, image, thumb in zip(head.population, head.images, head.thumbs, strict=True)
+    }
+    images = [pictures[c.id] for c in members]
     committing: Future[Any] | None = None  # the store work of the generation before
     committed = head  # the newest generation known to be committed
+    unsent: list[Future] = []  # writer jobs of a generation not handed to the store thread
     try:
         for done in range(generations):
             scores, state = fitness.evaluate(images, state)
             scores = [round(min(5.0, max(0.0, s)), 4) for s in scores]
             engine.ask()
             children = engine.tell(fitness_from_ratings(len(scores), dict(enumerate(scores))))
-            rendered: dict[int, Any] = {}
-
-            def keep(position: int, image: Any, _thumb: str | None, into: dict[int, Any] = rendered) -> None:
-                if image is not None:
-                    into[position] = image
-
-            image_shas, thumb_shas, staged = session._render(children, shown, None, keep, RENDER_BATCHES)
+            keys, jobs, fresh = _render(session, children, refs)
+            unsent = list(jobs.values())
+            # The ids now, on this thread: the next generation finds its elites by them.
+            refs = {c.id: jobs[key] if key in jobs else refs[key] for c, key in zip(children, keys, strict=True)}
+            pictures = {
+                c.id: _picture(fresh[key]) if key in fresh else pictures[key]
+                for c, key in zip(children, keys, strict=True)
+            }
             batch = _Rendered(
                 children,
-                image_shas,
-                thumb_shas,
-                staged,
+                [refs[c.id] for c in children],
+                unsent,
                 engine.rng_state,
                 {"engine": engine.settings.to_dict(), "fitness": {"spec": fitness.spec, "state": state}},
             )
-            try:
-                # The ids now, on this thread: the next render groups its elites by them.
-                shown = _Shown([c.id for c in children], image_shas, thumb_shas)
-                if committing is not None:
-                    committed = committing.result()
-                    committing = None
-                    if progress:
-                        progress(done, generations)
-            except BaseException:
-                session.store.objects.discard(staged)
-                raise
+            if committing is not None:
+                committed = committing.result()
+                committing = None
+                if progress:
+                    progress(done, generations)
             committing = _STORE_WORK.submit(_store, session, batch, committed, scores)
-            # Elites reuse their parent's picture under the same hash.
-            pictures = {
-                sha: _picture(rendered[position]) if position in rendered else pictures[sha]
-                for position, sha in enumerate(image_shas)
-                if position in rendered or sha in pictures
-            }
-            images = [pictures[sha] for sha in image_shas]
+            unsent = []
+            images = [pictures[c.id] for c in children]
         committed = committing.result() if committing is not None else committed
         committing = None
     finally:
         if committing is not None:  # stopped by an error: the commit under way still lands
             committing.exception()
+        _drop(session, unsent)
     if progress:
         progress(generations, generations)
     return committed
+
+
+def _render(
+    session: Session, children: Sequence[Candidate], known: dict[str, ImageRef]
+) -> tuple[list[Any], dict[Any, Future], dict[Any, Any]]:
+    """Render, in one call, the children that no earlier generation shows, and hand each new
+    image to the writer.
+
+    Returns:
+        each position's render key (``render_keys``), the writer job of each key rendered,
+        and its picture.
+    """
+    keys = render_keys(children)
+    todo: dict[Any, int] = {}  # key -> the first position that shows it
+    for position, key in enumerate(keys):
+        if key not in known and key not in todo:
+            todo[key] = position
+    try:
+        rendered = session.spark.render([children[p].genome for p in todo.values()], session.run.size)
+    except GeneratorError as exc:
+        raise SessionError(str(exc)) from None
+    fresh = dict(zip(todo, rendered, strict=True))
+    return keys, {key: WRITER.submit(session._store_image, image) for key, image in fresh.items()}, fresh
 
 
 def _store(session: Session, batch: _Rendered, parent: Any, scores: Sequence[float]) -> Any:
     """The parent's scores as rating events, then the generation bred from them, committed
     and consuming exactly those ratings."""
     try:
+        staged = [job.result()[1] for job in batch.jobs]
+        shas = [ref if isinstance(ref, tuple) else ref.result()[0] for ref in batch.refs]
         events = [RatingInput(kind="score", position=i, value=float(v)) for i, v in enumerate(scores)]
         consumed = [r.id for r in session.store.add_ratings(parent.id, events, session=session.session_id)]
     except BaseException:
-        session.store.objects.discard(batch.staged)
+        _drop(session, batch.jobs)
         raise
     return session._finish(
         batch.population,
         parent,
         parent.generation + 1,
         consumed,
-        batch.images,
-        batch.thumbs,
-        batch.staged,
+        [image for image, _ in shas],
+        [thumb for _, thumb in shas],
+        staged,
         batch.rng_state,
         batch.settings,
     )
+
+
+def _drop(session: Session, jobs: Sequence[Future]) -> None:
+    """Undo writer jobs that will not be committed: the ones not started are cancelled, the
+    others waited for and their staged objects removed (again, harmlessly, if they were)."""
+    for job in jobs:
+        if not job.cancel() and job.exception() is None:
+            session.store.objects.discard([job.result()[1]])
 
 
 def _picture(image: Any) -> Image.Image:

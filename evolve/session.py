@@ -36,7 +36,7 @@ Progress = Callable[[int, int], None]
 # than that takes turns on the render's core and slows the render more than it saves.
 # Shared by every session in the process and kept between generations (a thread per
 # generation costs more to start and join than the last batch costs to write).
-_WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, cores() - 1)), thread_name_prefix="store-writer")
+WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, cores() - 1)), thread_name_prefix="store-writer")
 # on_image(position, image or None, stored thumbnail sha or None)
 OnImage = Callable[[int, Any, str | None], None]
 
@@ -384,12 +384,7 @@ class Session:
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
-        # Candidates whose ids are known (elites, carried over) are grouped by id, so the
-        # parent's images serve them. New children have no id yet: hashing their genomes
-        # here would hold up the render, so each renders as it is and ``_commit`` hashes it
-        # once the render is over (an exact copy of another genome just renders twice, to
-        # the same bytes).
-        keys = [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
+        keys = render_keys(population)
         groups: dict[Any, list[int]] = {}
         for position, key in enumerate(keys):
             groups.setdefault(key, []).append(position)
@@ -423,7 +418,7 @@ class Session:
                 for (key, places), image in zip(part, rendered, strict=True):
                     for position in places:
                         announce(position, image, None)
-                    jobs.append((_WRITER.submit(self._store_image, image), key, image))
+                    jobs.append((WRITER.submit(self._store_image, image), key, image))
             # Rendering is over: this thread encodes the images no writer has started (from
             # the last, while the writer works from the first).
             for future, key, image in reversed(jobs):
@@ -448,6 +443,15 @@ class Session:
         pixels = rgb_pixels(image)  # one conversion for both encoders
         staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
         return (staged.shas[0], staged.shas[1]), staged
+
+
+def render_keys(population: Sequence[Candidate]) -> list[Any]:
+    """What each position renders as. Candidates whose ids are known (elites, carried over)
+    go by id, so the parent's images serve them. New children have no id yet: hashing their
+    genomes here would hold up the render, so each renders as it is, under its position, and
+    is hashed once the render is over (an exact copy of another genome just renders twice,
+    to the same bytes)."""
+    return [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
 
 
 def _batches(items: Sequence[T], chunks: int) -> list[Sequence[T]]:
