@@ -13,6 +13,7 @@ failure, whole, and nothing after it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from evolve.session import WRITER, Session, SessionError, render_keys
 from imagery import GeneratorError
 from spark_runtime.image_codec import decode, rgb_pixels
 from spark_runtime.store import RatingInput
+from spark_runtime.store.ratings import fold_picks, fold_scores
 
 # (``evolve.session`` imports this module only when a batch run starts.)
 
@@ -81,8 +83,19 @@ def run_auto(
         for done in range(generations):
             scores, state = fitness.evaluate(images, state)
             scores = [round(min(5.0, max(0.0, s)), 4) for s in scores]
+            consumed: list[int] | None = None
+            if done == 0:
+                # The starting head may carry ratings of its own (a person's scores and picks
+                # from the browser): they count with these scores, as in a step by step run.
+                # Every later head is this run's own, rated by it alone.
+                session.rate(dict(enumerate(scores)), snapshot=head)
+                rows = session.store.ratings(head.id)
+                tell = fitness_from_ratings(len(scores), fold_scores(rows), fold_picks(rows))
+                consumed = [r.id for r in rows]
+            else:
+                tell = fitness_from_ratings(len(scores), dict(enumerate(scores)))
             engine.ask()
-            children = engine.tell(fitness_from_ratings(len(scores), dict(enumerate(scores))))
+            children = engine.tell(tell)
             keys, jobs, fresh = _render(session, children, refs)
             unsent = list(jobs.values())
             # The ids now, on this thread: the next generation finds its elites by them.
@@ -96,20 +109,28 @@ def run_auto(
                 [refs[c.id] for c in children],
                 unsent,
                 engine.rng_state,
-                {"engine": engine.settings.to_dict(), "fitness": {"spec": fitness.spec, "state": state}},
+                # A copy: the next evaluate reads the state while the store thread writes it.
+                {"engine": engine.settings.to_dict(), "fitness": {"spec": fitness.spec, "state": copy.deepcopy(state)}},
             )
             if committing is not None:
                 committed = committing.result()
                 committing = None
                 if progress:
                     progress(done, generations)
-            committing = _STORE_WORK.submit(_store, session, batch, committed, scores)
-            unsent = []
+            unsent = []  # the store thread's from here: publishes them, or drops them on failure
+            committing = _STORE_WORK.submit(_store, session, batch, committed, scores, consumed)
             images = [pictures[c.id] for c in children]
         committed = committing.result() if committing is not None else committed
         committing = None
+    except BaseException as error:
+        # Stopped: the commit under way still lands (or fails, which is said too).
+        failed = committing.exception() if committing is not None else None
+        if failed is not None and failed is not error:
+            error.add_note(f"the generation being stored when this happened failed too: {failed}")
+        committing = None
+        raise
     finally:
-        if committing is not None:  # stopped by an error: the commit under way still lands
+        if committing is not None:
             committing.exception()
         _drop(session, unsent)
     if progress:
@@ -140,14 +161,18 @@ def _render(
     return keys, {key: WRITER.submit(session._store_image, image) for key, image in fresh.items()}, fresh
 
 
-def _store(session: Session, batch: _Rendered, parent: Any, scores: Sequence[float]) -> Any:
-    """The parent's scores as rating events, then the generation bred from them, committed
-    and consuming exactly those ratings."""
+def _store(
+    session: Session, batch: _Rendered, parent: Any, scores: Sequence[float], consumed: list[int] | None
+) -> Any:
+    """The parent's scores as rating events (unless ``consumed`` names the ratings it was
+    bred from, stored already), then the generation bred from them, committed and consuming
+    exactly those ratings."""
     try:
         staged = [job.result()[1] for job in batch.jobs]
         shas = [ref if isinstance(ref, tuple) else ref.result()[0] for ref in batch.refs]
-        events = [RatingInput(kind="score", position=i, value=float(v)) for i, v in enumerate(scores)]
-        consumed = [r.id for r in session.store.add_ratings(parent.id, events, session=session.session_id)]
+        if consumed is None:
+            events = [RatingInput(kind="score", position=i, value=float(v)) for i, v in enumerate(scores)]
+            consumed = [r.id for r in session.store.add_ratings(parent.id, events, session=session.session_id)]
     except BaseException:
         _drop(session, batch.jobs)
         raise

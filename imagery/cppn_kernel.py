@@ -6,8 +6,9 @@ Python thread in the process (the store's writer, a web request, a batch run's c
 stalls the render at every operation, which on a busy process made a render several times
 slower. Compiled, the whole chunk runs in torch's interpreter with the GIL released, and
 with less overhead per operation than Python's. The operations are exactly the eager ones,
-in the same order (no fusion: CPU fusion is off unless asked for), so the pixels are
-bit-identical to eager torch and to every picture stored before.
+in the same order (no fusion: TorchScript fuses nothing on the CPU unless asked to), so the
+pixels are bit-identical to eager torch and to every picture stored before. On a GPU, where
+TorchScript would fuse, the renderer runs the same functions eagerly.
 
 Layers come in as parallel lists (TorchScript takes lists and tensors, not dataclasses);
 ``groups[i]`` holds layer ``i``'s activation blocks as flat (activation, first, end) triples,

@@ -8,7 +8,7 @@ up, clamp, and apply the activation. Rows in a layer are sorted by activation, s
 function runs once per layer on a contiguous block. Nothing is padded: genomes of any size
 share the rows, and a row only ever adds its own links. Pixels go through in chunks sized
 to stay in cache. This module packs the genomes into index and weight tensors; the loop over
-layers and chunks runs compiled, without the GIL (``imagery.cppn_kernel``).
+layers and chunks (``imagery.cppn_kernel``) runs compiled, without the GIL, on the CPU.
 
 Bit-identical pictures, alone or in any batch, on CPU: a row's sum is folded in the
 genome's own link order with separate multiplies and adds, each rounded exactly by IEEE
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from imagery.cppn_genome import ACTIVATIONS, INPUT_IDS, OUTPUT_IDS
-from imagery.cppn_kernel import compiled_render_levels
+from imagery.cppn_kernel import compiled_render_levels, render_levels
 from imagery.protocol import Genome, ProgressCallback
 
 _ALIGN = 64  # chunk lengths are multiples of this
@@ -313,11 +313,14 @@ def _render(
         color == "hsv",
     )
     # Each call runs without the GIL and takes it back once at its end: one call for the
-    # whole render, or a few when someone watches the progress.
+    # whole render, or a few when someone watches the progress. On a GPU the kernel runs
+    # eagerly: there TorchScript would fuse operations into kernels of its own, whose
+    # rounding need not match eager torch's, and the pictures must not depend on that.
+    kernel = compiled_render_levels if device.type == "cpu" else render_levels
     calls = 1 if progress is None else min(chunks, PROGRESS_STEPS)
     ends = [chunks * (k + 1) // calls for k in range(calls)]
     for first, end in zip([0, *ends[:-1]], ends, strict=True):
-        compiled_render_levels(coords, chunk, first, end, torch.from_numpy(result), *tables)
+        kernel(coords, chunk, first, end, torch.from_numpy(result), *tables)
         if progress is not None:
             progress(batch * end // chunks, batch)
     return result[:, :pixels].reshape(batch, size, size, 3)

@@ -11,6 +11,7 @@ import pytest
 from evolve.fitness import NoveltyFitness
 from evolve.session import RunSpec, Session, SessionError
 from imagery import GeneratorError
+from spark_runtime.image_codec import decode
 from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
 
@@ -26,32 +27,29 @@ def object_files(root: Path) -> list[Path]:
 
 
 def test_a_generation_commits_while_the_next_one_renders(tmp_path: Path) -> None:
+    # The commit of generation g waits until the render of generation g + 1 has started:
+    # a run that committed before rendering on would wait in vain.
     store = Store(tmp_path)
     session = new_session(store)
-    commits: list[int] = []
-    committed = threading.Event()
+    started = [threading.Event() for _ in range(6)]  # started[g]: generation g's render began
+    overlapped = []
     real_commit, real_render = store.commit_generation, session.spark.render
-    seen = []
-
-    def commit(**kwargs):
-        snapshot = real_commit(**kwargs)
-        commits.append(snapshot.generation)
-        committed.set()
-        return snapshot
+    renders = []
 
     def render(genomes, size, progress=None):
-        # From the second generation on, the render (one call a generation) waits for the
-        # commit of the generation before: it can only arrive if it runs beside it.
-        if seen:
-            assert committed.wait(10), "the previous generation did not commit during the render"
-            committed.clear()
-        seen.append(len(genomes))
+        renders.append(len(genomes))
+        started[len(renders)].set()
         return real_render(genomes, size, progress)
+
+    def commit(**kwargs):
+        if kwargs["generation"] < 4:
+            overlapped.append(started[kwargs["generation"] + 1].wait(5))
+        return real_commit(**kwargs)
 
     store.commit_generation = commit  # type: ignore[method-assign]
     session.spark.render = render  # type: ignore[method-assign]
     head = session.run_auto(NoveltyFitness(), generations=4)
-    assert head.generation == 4 and commits == [1, 2, 3, 4] and len(seen) == 4
+    assert head.generation == 4 and len(renders) == 4 and overlapped == [True, True, True]
     assert session.head().id == head.id
     history = store.history(session.branch)
     # Every generation but the last was scored, and the next one consumed exactly those scores.
@@ -61,10 +59,39 @@ def test_a_generation_commits_while_the_next_one_renders(tmp_path: Path) -> None
 
 
 def test_progress_counts_generations_once_they_are_stored(tmp_path: Path) -> None:
-    session = new_session(Store(tmp_path))
+    store = Store(tmp_path)
+    session = new_session(store)
     calls = []
-    session.run_auto(NoveltyFitness(), generations=3, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+    def progress(done: int, total: int) -> None:
+        head = store.get_branch_by_id(session.branch.id).head_snapshot_id
+        calls.append((done, total, store.get_snapshot(head).generation))
+
+    session.run_auto(NoveltyFitness(), generations=3, progress=progress)
+    assert calls == [(1, 3, 1), (2, 3, 2), (3, 3, 3)]
+
+
+def test_ratings_already_on_the_starting_head_count_as_in_a_step_by_step_run(tmp_path: Path) -> None:
+    # A person scored and picked on the head before the batch run: the first generation is
+    # bred from those and the run's scores together, exactly as rate + evolve would.
+    def rated(root: Path) -> Session:
+        session = new_session(Store(root))
+        person = Session(session.store, "r", session_id="s-browser")
+        person.rate({0: 1.0, 3: 5.0}, picks={5: True})
+        return session
+
+    batch = rated(tmp_path / "batch")
+    head = batch.run_auto(NoveltyFitness(), generations=3)
+    steps = rated(tmp_path / "steps")
+    fitness, snapshot, state = NoveltyFitness(), steps.head(), {}
+    for _ in range(3):
+        images = [decode(steps.store.objects.get(sha)) for sha in snapshot.images]
+        scores, state = fitness.evaluate(images, state)
+        steps.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
+        snapshot = steps.evolve(extra={"fitness": {"spec": fitness.spec, "state": state}})
+    assert head.population == snapshot.population and head.images == snapshot.images
+    first = batch.store.snapshot_at(batch.branch, 1)
+    assert len(first.consumed_ratings) == POP + 3  # the run's scores and the person's three
 
 
 @needs_syncfs
@@ -110,6 +137,27 @@ def test_a_render_failure_lets_the_commit_under_way_land(tmp_path: Path) -> None
     assert {p.parent.name + p.name for p in object_files(tmp_path)} == referenced
     head = session.run_auto(NoveltyFitness(), generations=1)  # and the run carries on
     assert head.generation == 3
+
+
+@needs_syncfs
+def test_storing_the_scores_failing_on_the_store_thread_leaves_no_trace(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    real = store.add_ratings
+    calls = []
+
+    def add_ratings(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # generation 1's scores, stored beside generation 3's render
+            raise StoreError("disk full")
+        return real(*args, **kwargs)
+
+    store.add_ratings = add_ratings  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="disk full"):
+        session.run_auto(NoveltyFitness(), generations=5)
+    assert session.head().generation == 1
+    referenced = {sha for s in store.history(session.branch) for sha in (*s.images, *s.thumbs)}
+    assert {p.parent.name + p.name for p in object_files(tmp_path)} == referenced
 
 
 def test_a_batch_run_with_the_agent_attached_is_refused(tmp_path: Path) -> None:
