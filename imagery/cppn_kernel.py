@@ -64,57 +64,6 @@ def to_color(raw: torch.Tensor, hsv: bool) -> torch.Tensor:
     return val - (val * sat) * ramp
 
 
-def chunk_levels(
-    coords: torch.Tensor,
-    rows: int,
-    starts: list[int],
-    sizes: list[int],
-    counts: list[list[int]],
-    link_starts: list[int],
-    groups: list[list[int]],
-    sources: torch.Tensor,
-    weights: torch.Tensor,
-    bias: torch.Tensor,
-    order: torch.Tensor,
-    outputs: torch.Tensor,
-    hsv: bool,
-    limit: float = PRE_LIMIT,
-) -> torch.Tensor:
-    """Every genome on every pixel of one chunk: the 8-bit RGB levels, [genomes, pixels, 3].
-
-    Layer by layer: gather each row's source rows and weight them; each row's sum is its
-    bias plus its terms in its genome's link order (``counts[i][k]``: rows with more than
-    ``k`` links, sorted most links first, so term ``k`` is one contiguous update); the sums
-    are permuted into activation order, clamped, and activated block by block. The link
-    and row tensors are the whole batch's; each layer takes its part by offset.
-    """
-    inputs = coords.size(0)  # x, y, d, bias: the shared first rows
-    length = coords.size(1)
-    values = torch.empty([rows, length], dtype=coords.dtype, device=coords.device)
-    values[:inputs] = coords
-    scratch = torch.empty([max(sizes), length], dtype=coords.dtype, device=coords.device)
-    for i in range(len(starts)):
-        size = sizes[i]
-        first = starts[i] - inputs  # the layer's place in the per-row tensors
-        links = link_starts[i]
-        sums = scratch[:size]
-        terms = values.index_select(0, sources[links : link_starts[i + 1]]).mul_(weights[links : link_starts[i + 1]])
-        sums.copy_(bias[first : first + size].expand(size, length))
-        offset = 0
-        for count in counts[i]:
-            sums[:count].add_(terms[offset : offset + count])
-            offset += count
-        block = values[starts[i] : starts[i] + size]
-        torch.index_select(sums, 0, order[first : first + size], out=block)
-        block.clamp_(-limit, limit)
-        layer_groups = groups[i]
-        for j in range(0, len(layer_groups), 3):
-            activate_(layer_groups[j], block[layer_groups[j + 1] : layer_groups[j + 2]])
-    raw = values.index_select(0, outputs).view(3, -1, length)
-    levels = to_color(raw, hsv).mul_(255.0).round_().clamp_(0.0, 255.0)
-    return levels.to(torch.uint8).permute(1, 2, 0)
-
-
 def render_levels(
     coords: torch.Tensor,
     chunk: int,
@@ -133,17 +82,45 @@ def render_levels(
     order: torch.Tensor,
     outputs: torch.Tensor,
     hsv: bool,
+    limit: float = PRE_LIMIT,
 ) -> None:
-    """Chunks ``first`` to ``end`` (exclusive) of a render, each ``chunk`` pixels, into
-    ``result`` ([genomes, pixels, 3] uint8 on the CPU). One call does many chunks, so the
-    caller takes the GIL back once per call, not once per chunk."""
+    """Chunks ``first`` to ``end`` (exclusive) of a render, each ``chunk`` pixels: every
+    genome on every pixel, as 8-bit RGB levels into ``result`` ([genomes, pixels, 3] uint8
+    on the CPU). One call does many chunks, so the caller takes the GIL back once per call.
+
+    Layer by layer: gather each row's source rows and weight them; each row's sum is its
+    bias plus its terms in its genome's link order (``counts[i][k]``: rows with more than
+    ``k`` links, sorted most links first, so term ``k`` is one contiguous update); the sums
+    are permuted into activation order, clamped, and activated block by block. The link
+    and row tensors are the whole batch's; each layer takes its part by offset.
+    """
+    inputs = coords.size(0)  # x, y, d, bias: the shared first rows
     for index in range(first, end):
-        start = index * chunk
-        levels = chunk_levels(
-            coords[:, start : start + chunk], rows, starts, sizes, counts, link_starts, groups,
-            sources, weights, bias, order, outputs, hsv,
-        )
-        result[:, start : start + chunk] = levels.cpu()
+        pixels = coords[:, index * chunk : (index + 1) * chunk]
+        length = pixels.size(1)
+        values = torch.empty([rows, length], dtype=coords.dtype, device=coords.device)
+        values[:inputs] = pixels
+        scratch = torch.empty([max(sizes), length], dtype=coords.dtype, device=coords.device)
+        for i in range(len(starts)):
+            size = sizes[i]
+            row = starts[i] - inputs  # the layer's place in the per-row tensors
+            links = link_starts[i]
+            sums = scratch[:size]
+            terms = values.index_select(0, sources[links : link_starts[i + 1]]).mul_(weights[links : link_starts[i + 1]])
+            sums.copy_(bias[row : row + size].expand(size, length))
+            offset = 0
+            for count in counts[i]:
+                sums[:count].add_(terms[offset : offset + count])
+                offset += count
+            block = values[starts[i] : starts[i] + size]
+            torch.index_select(sums, 0, order[row : row + size], out=block)
+            block.clamp_(-limit, limit)
+            layer_groups = groups[i]
+            for j in range(0, len(layer_groups), 3):
+                activate_(layer_groups[j], block[layer_groups[j + 1] : layer_groups[j + 2]])
+        raw = values.index_select(0, outputs).view(3, -1, length)
+        levels = to_color(raw, hsv).mul_(255.0).round_().clamp_(0.0, 255.0)
+        result[:, index * chunk : index * chunk + length] = levels.to(torch.uint8).permute(1, 2, 0).cpu()
 
 
 def _compiled() -> Any:
