@@ -21,30 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.timing import Timed, interleaved  # noqa: E402
+from bench.timing import Timed, interleaved_medians  # noqa: E402
 from evolve import batch  # noqa: E402
 from evolve.fitness import NoveltyFitness, archive_levels  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
 from spark_runtime.image_codec import decode  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 from spark_runtime.store import queries as q  # noqa: E402
-
-
-def median(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, over interleaved rounds."""
-    return {name: statistics.median(times) for name, times in interleaved(calls, repeats).items()}
 
 
 def main() -> None:
@@ -76,15 +68,15 @@ def main() -> None:
         print("    (the store thread waits for the writer's encoding, and all of it overlaps the next render)")
 
         print("\n1. the head's images read back from the store and decoded (no longer done)")
-        read_back = median({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]
+        read_back = interleaved_medians({"read": lambda: [decode(store.objects.get(h)) for h in head.images]}, args.repeats)["read"]
         print(f"  {read_back * 1000:7.1f} ms a generation = {read_back / per_generation:.1%} of the generation it is spared")
 
-        archive = head.settings["fitness"]["state"]["archive"]
-        levels = archive_levels(head.settings["fitness"]["state"], archive["width"])
+        state = head.settings["fitness"]["state"]
+        levels = archive_levels(state, state["archive"]["width"])
         compact = json.dumps(head.settings)
         as_numbers = json.dumps({**head.settings, "fitness": {**head.settings["fitness"], "state": {"archive": np.round(levels / 255.0, 4).tolist()}}})
         print(f"\n2. snapshot settings with a novelty archive of {len(levels)} entries")
-        parse = median({"compact": lambda: json.loads(compact), "numbers": lambda: json.loads(as_numbers)}, args.repeats)
+        parse = interleaved_medians({"compact": lambda: json.loads(compact), "numbers": lambda: json.loads(as_numbers)}, args.repeats)
         print(f"  as deflated levels (now)   {len(compact) / 1e3:9.1f} kB, parsed in {parse['compact'] * 1000:6.2f} ms")
         print(
             f"  as rounded numbers (before) {len(as_numbers) / 1e3:8.1f} kB, parsed in {parse['numbers'] * 1000:6.2f} ms"
@@ -93,7 +85,7 @@ def main() -> None:
 
         print("\n3. the snapshot lookup behind each stored rating (this snapshot, compact archive)")
         with store._session() as s:  # noqa: SLF001 - the two lookups themselves, inside one read
-            lookups = median(
+            lookups = interleaved_medians(
                 {
                     "members": lambda: q.members(s, head.id),
                     "whole": lambda: (q.snapshot(s, head.id), s.expunge_all()),

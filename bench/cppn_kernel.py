@@ -5,7 +5,8 @@ eager reference runs ``render_levels`` as plain Python, the measured one its com
 which the renderer uses. Each is timed alone, and beside a thread doing pure-Python work half
 the time (about 1 ms of JSON encoding, then 1 ms asleep: standing in for store commits or
 web requests in the same process): an eager render gives the GIL up at every tensor
-operation and waits to win it back each time, a compiled one runs without it. Calls alternate round by round; medians; the pictures are checked to be equal.
+operation and waits to win it back each time, a compiled one runs without it. Calls
+alternate round by round; medians; the pictures are checked to be equal.
 
     python bench/cppn_kernel.py [--population 16] [--size 256] [--repeats 9] [--generations 10]
 """
@@ -14,33 +15,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.timing import interleaved  # noqa: E402
+from bench.timing import interleaved_medians  # noqa: E402
 from imagery import cppn_kernel, cppn_render  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
 
 
-@contextmanager
-def eager_kernel() -> Iterator[None]:
+def eager_kernel() -> Any:
     """The renderer with the kernel run as plain Python, op by op."""
-    compiled = cppn_render.compiled_render_levels
-    cppn_render.compiled_render_levels = cppn_kernel.render_levels
-    try:
-        yield
-    finally:
-        cppn_render.compiled_render_levels = compiled
+    return patch.object(cppn_render, "compiled_render_levels", cppn_kernel.render_levels)
 
 
 @contextmanager
@@ -64,12 +59,11 @@ def python_busy_thread(work: Any) -> Iterator[None]:
         thread.join()
 
 
-def evolved(population: int, generations: int) -> list[dict]:
-    generator = CPPN.from_config({})
+def evolved(generator: CPPN, population: int, generations: int) -> list[dict]:
     rng = np.random.default_rng(0)
     genomes = generator.random(rng, population)
     for _ in range(generations):
-        genomes = [generator.mutate(g, rng, 0.35, frozenset()) for g in genomes]
+        genomes = [generator.mutate(g, rng, 0.35) for g in genomes]
     return genomes
 
 
@@ -81,7 +75,7 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=10, help="mutations before timing (bigger networks)")
     args = parser.parse_args()
     generator = CPPN.from_config({})
-    genomes = evolved(args.population, args.generations)
+    genomes = evolved(generator, args.population, args.generations)
 
     def render() -> np.ndarray:
         return generator.render_pixels(genomes, args.size)
@@ -101,16 +95,12 @@ def main() -> int:
     print(f"CPPN kernel: population {args.population} at {args.size} px, {nodes} nodes, one torch thread")
     print("   pictures identical: yes")
     for label, busy in (("alone", False), ("beside a half-busy thread", True)):
-        repeats = args.repeats
-        if busy:
-            with python_busy_thread(genomes):
-                times = interleaved(calls, repeats)
-        else:
-            times = interleaved(calls, repeats)
-        fast, slow = (statistics.median(times[name]) for name in ("compiled", "eager"))
+        with python_busy_thread(genomes) if busy else nullcontext():
+            times = interleaved_medians(calls, args.repeats)
+        fast, slow = times["compiled"], times["eager"]
         print(
             f"   {label:<28} compiled {fast * 1000:8.1f} ms   eager {slow * 1000:8.1f} ms   "
-            f"eager / compiled {slow / fast:5.2f}x  (median of {repeats})"
+            f"eager / compiled {slow / fast:5.2f}x  (median of {args.repeats})"
         )
     return 0
 

@@ -77,14 +77,14 @@ def main() -> int:
         conn.send(None)
         process.join()
     print(f"CPPN render, population {args.population} at {args.size} px, one torch thread, {len(times['heap kept'])} renders each")
+    medians = {}
     for name in workers:
-        q1, median, q3 = statistics.quantiles(times[name], n=4)
+        q1, medians[name], q3 = statistics.quantiles(times[name], n=4)
         print(
-            f"  {name:<14} median {median * 1000:7.1f} ms (quartiles {q1 * 1000:.1f} .. {q3 * 1000:.1f}), "
+            f"  {name:<14} median {medians[name] * 1000:7.1f} ms (quartiles {q1 * 1000:.1f} .. {q3 * 1000:.1f}), "
             f"{statistics.median(faults[name]):8.0f} page faults a render"
         )
-    kept, default = (statistics.median(times[name]) for name in workers)
-    print(f"  the default heap takes {default / kept:.2f}x the time of the kept heap")
+    print(f"  the default heap takes {medians['glibc default'] / medians['heap kept']:.2f}x the time of the kept heap")
     return 0
 
 

@@ -31,7 +31,7 @@ and the store add to each generation.
 
     python bench/sparks.py [--population 16] [--size 256] [--repeats 9] [--generations 25] [--chunks 3]
                            [--spark local process] [--store-dir DIR] [--skip-throughput]
-                           [--batch-generations 30] [--free-encoding]
+                           [--batch-generations 40] [--free-encoding]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.timing import Timed, interleaved  # noqa: E402
+from bench.timing import Timed, interleaved, interleaved_medians  # noqa: E402
 from evolve.engine import Engine  # noqa: E402
 from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
@@ -122,10 +122,10 @@ def transport(count: int, size: int, repeats: int) -> None:
     genomes = [{"n": i} for i in range(count)]
     for spark in sparks.values():
         spark.render(genomes, size)  # starts the child and sizes its buffers
-    times = interleaved({name: lambda s=spark: s.render(genomes, size) for name, spark in sparks.items()}, repeats)
+    times = interleaved_medians({name: lambda s=spark: s.render(genomes, size) for name, spark in sparks.items()}, repeats)
     for spark in sparks.values():
         spark.close()
-    shared, framed = (statistics.median(times[name]) for name in sparks)
+    shared, framed = (times[name] for name in sparks)
     print(f"   reply of {count} images at {size} px, pixels ready (median of {repeats}):")
     print(f"     through shared memory   {shared * 1000:6.2f} ms")
     print(f"     inside the reply frame  {framed * 1000:6.2f} ms  ({framed / shared:.2f}x the shared-memory reply)")
@@ -155,15 +155,13 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
         for generation in range(generations + 2):
             for timer in (generator, pool, commit, tell, prepare, publish):
                 timer.seconds = 0.0
-            parent = set(session.head().population)
+            parent = session.head()
             start = time.perf_counter()
             head = session.evolve(fitness=list(rng.random(population)), chunks=chunks)
             wall = time.perf_counter() - start
-            # The reference, measured right after: the generation's new genomes rendered in
-            # one call (median of three) in this process (one torch thread, as a process spark has), with no
-            # pool, no IPC, no store and no writer threads.
-            new = [g for i, g in zip(head.population, store.genomes(head), strict=True) if i not in parent]
-            alone = statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
+            # The reference, measured right after, with no pool, no IPC, no store and no
+            # writer threads.
+            alone = _reference(store, parent, head, spark, size)
             if generation >= 2:  # the first generations warm up torch and the store
                 rows.append(
                     (wall, alone, generator.seconds, pool.seconds, commit.seconds, tell.seconds, prepare.seconds, publish.seconds)
@@ -177,8 +175,7 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
     # head read, the encoding and writing that the render does not hide (and its contention
     # with the render thread), and the commit. Median over generations of the per-generation
     # ratio, so a burst of load elsewhere on the machine moves both sides of it alike.
-    shares = sorted((w - t - a) / a for w, a, _, _, _, t, _, _ in rows)
-    share = statistics.median(shares)
+    shares = [(w - t - a) / a for w, a, _, _, _, t, _, _ in rows]
 
     def line(label: str, seconds: float) -> None:
         print(f"   {label:<44} {seconds * 1000:8.2f} ms  {seconds / alone:7.2%} of render")
@@ -191,12 +188,7 @@ def overhead(population: int, size: int, generations: int, chunks: int, kind: st
     line("commit transaction (rows; CPPN stages no tensors)", stored)
     line("engine ask/tell (the GA, not counted)", told)
     print(f"   {'whole generation':<44} {wall * 1000:8.2f} ms")
-    print(
-        f"   pool + store overhead (generation - GA - render alone), median of {len(rows)} "
-        f"generations: {share:.1%} of render (quartiles {shares[len(shares) // 4]:.1%} .. "
-        f"{shares[3 * len(shares) // 4]:.1%}): {'PASS' if share < 0.10 else 'FAIL'} (acceptance < 10%)"
-    )
-    return share < 0.10
+    return _verdict("pool + store overhead (generation - GA - render alone)", shares)
 
 
 class MeanLevel:
@@ -209,8 +201,10 @@ class MeanLevel:
 
 
 # A batch run is timed in blocks this long, each followed at once by its reference renders:
-# this machine's speed drifts by a third over a minute, so a reference taken at the end of a
-# long run can be slower or faster than every render in it.
+# a machine's speed can drift within a minute (on the 2-core VM these figures were first
+# taken on, the same renders measured 62 ms inside a run and 87 ms alone a minute later),
+# so a reference taken at the end of a long run can be slower or faster than every render
+# in it.
 BATCH_BLOCK = 8
 
 
@@ -218,15 +212,15 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
     print(f"\n3. Overhead per generation in a batch run: Session.run_auto on a {kind} spark, population {population} at {size} px")
     spark = InProcessSpark(CPPN, {})  # the reference renders here, in this process
     used = spark if kind == "local" else SparkPool([ProcessSpark(CPPN, {}, threads=1)])
-    fitness = Timed(MeanLevel().evaluate)
+    counted = MeanLevel()
+    fitness = Timed(counted.evaluate)
+    counted.evaluate = fitness  # type: ignore[method-assign]
     tell = Timed(Engine.tell)
     rows: list[tuple[float, float, float]] = []  # per generation: interval, fitness + GA, render alone
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp:
         spec = RunSpec(name="bench", population=population, size=size, seed=3)
         session = Session.create(_store(tmp), spec, spark=used)
         store = session.store
-        counted = MeanLevel()
-        counted.evaluate = fitness  # type: ignore[method-assign]
         session.run_auto(counted, 3)  # warm-up: torch, the store, the first pictures
         Engine.tell = lambda engine, *a, **k: tell(engine, *a, **k)  # type: ignore[method-assign]
         try:
@@ -237,19 +231,33 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
         store.close()
     if used is not spark:
         used.close()
-    shares = sorted((interval - told - alone) / alone for interval, told, alone in rows)
-    share = statistics.median(shares)
+    shares = [(interval - told - alone) / alone for interval, told, alone in rows]
     interval, told, alone = (sum(column) for column in zip(*rows, strict=True))
     print(f"   {'render alone, one call (reference, median)':<44} {statistics.median(r[2] for r in rows) * 1000:8.2f} ms")
     print(f"   {'fitness + GA per generation (not counted)':<44} {told / len(rows) * 1000:8.2f} ms")
     print(f"   {'whole generation (mean)':<44} {interval / len(rows) * 1000:8.2f} ms")
     print(f"   {'summed: (time - fitness - GA - alone) / alone':<44} {(interval - told - alone) / alone:8.1%}")
+    return _verdict("pool + store overhead", shares)
+
+
+def _verdict(label: str, shares: list[float]) -> bool:
+    """Print the median share of the render with its quartiles, against the < 10% acceptance."""
+    shares = sorted(shares)
+    share = statistics.median(shares)
     print(
-        f"   pool + store overhead, median of {len(shares)} generations: {share:.1%} of render "
+        f"   {label}, median of {len(shares)} generations: {share:.1%} of render "
         f"(quartiles {shares[len(shares) // 4]:.1%} .. {shares[3 * len(shares) // 4]:.1%}): "
         f"{'PASS' if share < 0.10 else 'FAIL'} (acceptance < 10%)"
     )
     return share < 0.10
+
+
+def _reference(store: Store, parent: Any, child: Any, spark: InProcessSpark, size: int) -> float:
+    """The render alone: the child's new genomes in one call in this process (one torch
+    thread, as a process spark has), median of ``REFERENCE_RENDERS``."""
+    old = set(parent.population)
+    new = [g for i, g in zip(child.population, store.genomes(child), strict=True) if i not in old]
+    return statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
 
 
 def _batch_block(
@@ -269,9 +277,7 @@ def _batch_block(
     history = store.history(session.branch)[-BATCH_BLOCK - 1 :]
     rows = []
     for j in range(1, BATCH_BLOCK - 1):
-        parent, child = history[j + 1], history[j + 2]
-        new = [g for i, g in zip(child.population, store.genomes(child), strict=True) if i not in set(parent.population)]
-        alone = statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
+        alone = _reference(store, history[j + 1], history[j + 2], spark, size)
         rows.append((marks[j][0] - marks[j - 1][0], marks[j][1] - marks[j - 1][1], alone))
     return rows
 
@@ -305,7 +311,7 @@ def main() -> int:
         help="sparks the overhead is measured on",
     )
     parser.add_argument("--skip-throughput", action="store_true", help="only the overhead part")
-    parser.add_argument("--batch-generations", type=int, default=40, help="generations of the batch run timed (0: skip)")
+    parser.add_argument("--batch-generations", type=int, default=40, help=f"generations the batch run makes, in blocks of {BATCH_BLOCK} whose first and last are not timed (0: skip)")
     parser.add_argument("--store-dir", help="where the benchmark store goes (default: system temp)")
     parser.add_argument(
         "--free-encoding", action="store_true",

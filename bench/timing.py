@@ -3,6 +3,7 @@ adds up the seconds spent in whatever it wraps."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,11 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
             call()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """The median seconds of each call over ``interleaved`` rounds."""
+    return {name: statistics.median(times) for name, times in interleaved(calls, repeats).items()}
 
 
 class Timed:

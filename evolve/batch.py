@@ -14,7 +14,7 @@ failure, whole, and nothing after it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +22,9 @@ from typing import Any
 from PIL import Image
 
 from evolve.engine import Candidate
-from evolve.fitness import AutoFitness, fitness_from_ratings
-from evolve.session import WRITER, Session, SessionError, render_keys
-from imagery import GeneratorError
-from spark_runtime.image_codec import decode, rgb_pixels
-from spark_runtime.store import RatingInput
-from spark_runtime.store.ratings import fold_picks, fold_scores
+from evolve.fitness import AutoFitness, fitness_from_events
+from evolve.session import WRITER, Progress, Session, SessionError, drop_jobs, render_keys
+from spark_runtime.image_codec import decode
 
 # (``evolve.session`` imports this module only when a batch run starts.)
 
@@ -52,7 +49,7 @@ class _Rendered:
 
 
 def run_auto(
-    session: Session, fitness: AutoFitness, generations: int, progress: Callable[[int, int], None] | None = None
+    session: Session, fitness: AutoFitness, generations: int, progress: Progress | None = None
 ) -> Any:
     """``generations`` generations scored by ``fitness``; returns the last one's snapshot.
 
@@ -68,7 +65,7 @@ def run_auto(
     previous = head.settings.get("fitness", {})
     # Stateful fitness (novelty's archive) carries on only from the same fitness.
     state = previous.get("state", {}) if previous.get("spec") == fitness.spec else {}
-    head, members = session._head_population(head.id)
+    head, members = session._head_population(head)
     engine = session._engine(head, members)
     # Member id -> its picture and its image ref: elites carry both over.
     pictures = {cid: decoded[sha] for cid, sha in zip(head.population, head.images, strict=True)}
@@ -76,6 +73,7 @@ def run_auto(
         cid: (image, thumb) for cid, image, thumb in zip(head.population, head.images, head.thumbs, strict=True)
     }
     images = [pictures[c.id] for c in members]
+    engine_settings = engine.settings.to_dict()
     committing: Future[Any] | None = None  # the store work of the generation before
     committed = head  # the newest generation known to be committed
     unsent: list[Future] = []  # writer jobs of a generation not handed to the store thread
@@ -90,12 +88,12 @@ def run_auto(
                 # Every later head is this run's own, rated by it alone.
                 session.rate(dict(enumerate(scores)), snapshot=head)
                 rows = session.store.ratings(head.id)
-                tell = fitness_from_ratings(len(scores), fold_scores(rows), fold_picks(rows))
+                told = fitness_from_events(len(scores), rows)
                 consumed = [r.id for r in rows]
             else:
-                tell = fitness_from_ratings(len(scores), dict(enumerate(scores)))
+                told = scores  # every position scored: the fitness is the scores themselves
             engine.ask()
-            children = engine.tell(tell)
+            children = engine.tell(told)
             keys, jobs, fresh = _render(session, children, refs)
             unsent = list(jobs.values())
             # The ids now, on this thread: the next generation finds its elites by them.
@@ -109,8 +107,9 @@ def run_auto(
                 [refs[c.id] for c in children],
                 unsent,
                 engine.rng_state,
-                # A copy: the next evaluate reads the state while the store thread writes it.
-                {"engine": engine.settings.to_dict(), "fitness": {"spec": fitness.spec, "state": copy.deepcopy(state)}},
+                # A copy: the store thread serialises it while the next evaluate has it, and
+                # nothing in the fitness protocol forbids changing it in place.
+                {"engine": engine_settings, "fitness": {"spec": fitness.spec, "state": copy.deepcopy(state)}},
             )
             if committing is not None:
                 committed = committing.result()
@@ -132,7 +131,7 @@ def run_auto(
     finally:
         if committing is not None:
             committing.exception()
-        _drop(session, unsent)
+        drop_jobs(session.store, unsent)
     if progress:
         progress(generations, generations)
     return committed
@@ -153,10 +152,7 @@ def _render(
     for position, key in enumerate(keys):
         if key not in known and key not in todo:
             todo[key] = position
-    try:
-        rendered = session.spark.render([children[p].genome for p in todo.values()], session.run.size)
-    except GeneratorError as exc:
-        raise SessionError(str(exc)) from None
+    rendered = session.render([children[p].genome for p in todo.values()])
     fresh = dict(zip(todo, rendered, strict=True))
     return keys, {key: WRITER.submit(session._store_image, image) for key, image in fresh.items()}, fresh
 
@@ -171,10 +167,9 @@ def _store(
         staged = [job.result()[1] for job in batch.jobs]
         shas = [ref if isinstance(ref, tuple) else ref.result()[0] for ref in batch.refs]
         if consumed is None:
-            events = [RatingInput(kind="score", position=i, value=float(v)) for i, v in enumerate(scores)]
-            consumed = [r.id for r in session.store.add_ratings(parent.id, events, session=session.session_id)]
+            consumed = [r.id for r in session.rate(dict(enumerate(scores)), snapshot=parent)]
     except BaseException:
-        _drop(session, batch.jobs)
+        drop_jobs(session.store, batch.jobs)
         raise
     return session._finish(
         batch.population,
@@ -189,16 +184,7 @@ def _store(
     )
 
 
-def _drop(session: Session, jobs: Sequence[Future]) -> None:
-    """Undo writer jobs that will not be committed: the ones not started are cancelled, the
-    others waited for and their staged objects removed (again, harmlessly, if they were)."""
-    for job in jobs:
-        if not job.cancel() and job.exception() is None:
-            session.store.objects.discard([job.result()[1]])
-
-
-def _picture(image: Any) -> Image.Image:
-    """A rendered image as the RGB picture that decoding its stored PNG gives back."""
-    if isinstance(image, Image.Image) and image.mode == "RGB":
-        return image
-    return Image.fromarray(rgb_pixels(image))
+def _picture(image: Image.Image) -> Image.Image:
+    """A rendered image (sparks hand back PIL images) as the RGB picture that decoding its
+    stored PNG gives back."""
+    return image if image.mode == "RGB" else image.convert("RGB")

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from spark_runtime.store.ratings import fold_picks, fold_scores
+
 # An unrated candidate sits between an explicit 0 ("bad") and a 1: people rate what they like
 # and skip the rest, so skipping must not rank below a thumbs-down.
 UNRATED_FITNESS = 0.5
@@ -36,6 +38,11 @@ def fitness_from_ratings(n: int, scores: Mapping[int, float], picks: set[int] | 
         if 0 <= i < n:
             values[i] = max(values[i], 5.0) + PICK_MARGIN
     return values
+
+
+def fitness_from_events(n: int, events: Sequence[Any]) -> list[float]:
+    """Fitness per position from a snapshot's rating events (every session's)."""
+    return fitness_from_ratings(n, fold_scores(events), fold_picks(events))
 
 
 class AutoFitness(Protocol):

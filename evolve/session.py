@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from evolve.engine import Candidate, Engine, EngineError, EngineSettings, rng_from_state
-from evolve.fitness import AutoFitness, fitness_from_ratings
+from evolve.fitness import AutoFitness, fitness_from_events
 from imagery import GENERATORS, GeneratorError, check_size
 from spark_runtime.image_codec import decode, encode_png, encode_thumb, rgb_pixels
 from spark_runtime.spark import InProcessSpark, Spark, build_generator
 from spark_runtime.sparks import cores
 from spark_runtime.store import RatingInput, Store, StoreError
 from spark_runtime.store.objects import StagedObjects
-from spark_runtime.store.ratings import fold_picks, fold_scores
 
 T = TypeVar("T")
 # New images of a generation render in this many calls; each finished batch is encoded and
@@ -210,7 +209,7 @@ class Session:
         """Tell the head's ratings (or explicit fitness), render and commit the next generation.
 
         Args:
-            fitness: one value per candidate instead of the head's ratings (batch runs).
+            fitness: one value per candidate instead of the head's ratings (benchmarks, scripts).
             settings: engine settings for this step (mutation strength, locks...).
             progress: ``progress(done, total)`` as images finish.
             extra: more JSON to keep in the new snapshot's settings.
@@ -226,7 +225,7 @@ class Session:
             raise SessionError(f"branch {self.branch.name!r} has no generations yet")
         head, candidates = self._head_population(self.branch.head_snapshot_id)
         if fitness is None:
-            fitness = fitness_from_ratings(len(candidates), fold_scores(rows), fold_picks(rows))
+            fitness = fitness_from_events(len(candidates), rows)
         engine = self._engine(head, candidates, settings)
         engine.ask()
         children, extra = self._tell(engine, fitness, head, rows, extra or {})
@@ -242,7 +241,7 @@ class Session:
             chunks=chunks,
         )
 
-    def run_auto(self, fitness: AutoFitness, generations: int, progress: Callable[[int, int], None] | None = None) -> Any:
+    def run_auto(self, fitness: AutoFitness, generations: int, progress: Progress | None = None) -> Any:
         """Headless batch run: score each generation automatically, store the scores, evolve
         (``evolve.batch``: each generation's store work runs while the next renders)."""
         from evolve.batch import run_auto
@@ -273,12 +272,15 @@ class Session:
         except EngineError as exc:
             raise SessionError(str(exc)) from None
 
-    def _head_population(self, snapshot_id: str) -> tuple[Any, list[Candidate]]:
-        """The head snapshot and its candidates: kept from this session's own last commit
-        (snapshots never change, and the id says it is still the head), else read back."""
+    def _head_population(self, head: Any) -> tuple[Any, list[Candidate]]:
+        """The head snapshot (given by id, or in hand) and its candidates: kept from this
+        session's own last commit (snapshots never change, and the id says it is still the
+        head), else read back."""
+        snapshot_id = head if isinstance(head, str) else head.id
         if self._last_commit is not None and self._last_commit[0].id == snapshot_id:
             return self._last_commit[0], list(self._last_commit[1])
-        head = self.store.get_snapshot(snapshot_id)
+        if isinstance(head, str):
+            head = self.store.get_snapshot(head)
         # Without their parent ids, as a generation made here leaves them: nothing reads
         # the current population's own parents (elites keep their stored rows).
         return head, [Candidate(id=i, genome=g) for i, g, _ in self.store.population(head)]
@@ -409,11 +411,7 @@ class Session:
                     def listen(d: int, _t: int, offset: int = done, report: Progress = progress) -> None:
                         report(min(total, offset + d), total)
 
-                genomes = [population[places[0]].genome for _, places in part]
-                try:
-                    rendered = self.spark.render(genomes, self.run.size, progress=listen)
-                except GeneratorError as exc:
-                    raise SessionError(str(exc)) from None
+                rendered = self.render([population[places[0]].genome for _, places in part], listen)
                 done += sum(len(places) for _, places in part)
                 for (key, places), image in zip(part, rendered, strict=True):
                     for position in places:
@@ -426,13 +424,18 @@ class Session:
                 staged.append(batch)
         except BaseException:
             # Whatever was staged, here or by the writer, goes: nothing is left for gc.
-            # Jobs no writer has started are dropped; the ones that ran are undone.
-            writes = [future for future, _, _ in jobs if not future.cancel()]
-            wait(writes)
-            leftovers = [f.result()[1] for f in writes if f.exception() is None]
-            self.store.objects.discard([*staged, *leftovers])  # idempotent
+            self.store.objects.discard(staged)
+            drop_jobs(self.store, [future for future, _, _ in jobs])
             raise
         return [shas[k][0] for k in keys], [shas[k][1] for k in keys], staged
+
+    def render(self, genomes: Sequence[Any], progress: Any = None) -> list[Any]:
+        """Render genomes on this session's spark at the run's size; a generator's refusal
+        is a ``SessionError``."""
+        try:
+            return self.spark.render(list(genomes), self.run.size, progress=progress)
+        except GeneratorError as exc:
+            raise SessionError(str(exc)) from None
 
     def _store_image(self, image: Any) -> tuple[tuple[str, str], StagedObjects]:
         """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit.
@@ -443,6 +446,15 @@ class Session:
         pixels = rgb_pixels(image)  # one conversion for both encoders
         staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
         return (staged.shas[0], staged.shas[1]), staged
+
+
+def drop_jobs(store: Store, jobs: Sequence[Future[tuple[Any, StagedObjects]]]) -> None:
+    """Undo writer jobs (``Session._store_image``) whose images will not be committed: the
+    ones not started are cancelled, the others waited for and what they staged removed
+    (again, harmlessly, if it was)."""
+    for job in jobs:
+        if not job.cancel() and job.exception() is None:
+            store.objects.discard([job.result()[1]])
 
 
 def render_keys(population: Sequence[Candidate]) -> list[Any]:

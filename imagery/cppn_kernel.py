@@ -30,8 +30,8 @@ assert ACTIVATIONS == ("sin", "cos", "gaussian", "sigmoid", "tanh", "abs", "iden
 
 
 def activate_(code: int, x: torch.Tensor) -> None:
-    """Apply activation number ``code`` to ``x`` in place. ``sigmoid`` is built from ``tanh``
-    because torch's fused sigmoid rounds differently in its scalar and SIMD code paths."""
+    """Apply activation number ``code`` to ``x`` in place (``sigmoid`` from ``tanh``: see
+    ``imagery.cppn_render``)."""
     if code == 0:
         x.sin_()
     elif code == 1:
@@ -95,25 +95,35 @@ def render_levels(
     and row tensors are the whole batch's; each layer takes its part by offset.
     """
     inputs = coords.size(0)  # x, y, d, bias: the shared first rows
+    # Each layer's part of the whole-batch link and row tensors, the same for every chunk.
+    layer_sources: list[torch.Tensor] = []
+    layer_weights: list[torch.Tensor] = []
+    layer_bias: list[torch.Tensor] = []
+    layer_order: list[torch.Tensor] = []
+    for i in range(len(starts)):
+        row = starts[i] - inputs
+        layer_sources.append(sources[link_starts[i] : link_starts[i + 1]])
+        layer_weights.append(weights[link_starts[i] : link_starts[i + 1]])
+        layer_bias.append(bias[row : row + sizes[i]])
+        layer_order.append(order[row : row + sizes[i]])
+    scratch_rows = max(sizes)
     for index in range(first, end):
         pixels = coords[:, index * chunk : (index + 1) * chunk]
         length = pixels.size(1)
         values = torch.empty([rows, length], dtype=coords.dtype, device=coords.device)
         values[:inputs] = pixels
-        scratch = torch.empty([max(sizes), length], dtype=coords.dtype, device=coords.device)
+        scratch = torch.empty([scratch_rows, length], dtype=coords.dtype, device=coords.device)
         for i in range(len(starts)):
             size = sizes[i]
-            row = starts[i] - inputs  # the layer's place in the per-row tensors
-            links = link_starts[i]
             sums = scratch[:size]
-            terms = values.index_select(0, sources[links : link_starts[i + 1]]).mul_(weights[links : link_starts[i + 1]])
-            sums.copy_(bias[row : row + size].expand(size, length))
+            terms = values.index_select(0, layer_sources[i]).mul_(layer_weights[i])
+            sums.copy_(layer_bias[i].expand(size, length))
             offset = 0
             for count in counts[i]:
                 sums[:count].add_(terms[offset : offset + count])
                 offset += count
             block = values[starts[i] : starts[i] + size]
-            torch.index_select(sums, 0, order[row : row + size], out=block)
+            torch.index_select(sums, 0, layer_order[i], out=block)
             block.clamp_(-limit, limit)
             layer_groups = groups[i]
             for j in range(0, len(layer_groups), 3):

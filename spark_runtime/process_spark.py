@@ -26,14 +26,13 @@ import numpy as np
 from PIL import Image
 
 from spark_runtime import genome_codec, shared_pixels
-from spark_runtime.heap import keep_freed_memory
 from spark_runtime.image_codec import rgb_pixels
 from spark_runtime.pool import SparkLost
 from spark_runtime.shared_pixels import ChildPixels, ParentPixels
 from spark_runtime.spark import (
     ProgressCallback,
     SparkError,
-    build_generator,
+    load_spark_generator,
     one_line,
     one_per_genome,
 )
@@ -188,8 +187,7 @@ def _child_main(conn: Any, target: str, config_json: str, threads: int | None, s
     """Build the generator once, then serve render requests until told to stop or orphaned."""
     try:
         set_threads(threads)
-        keep_freed_memory()
-        generator = build_generator(target, json.loads(config_json))
+        generator = load_spark_generator(target, json.loads(config_json))
     except Exception as exc:
         conn.send_bytes(pack({"op": "error", "message": one_line(exc)}))
         return

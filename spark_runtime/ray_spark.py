@@ -23,7 +23,6 @@ from typing import Any
 
 from PIL import Image
 
-from spark_runtime.heap import keep_freed_memory
 from spark_runtime.pool import SparkLost
 from spark_runtime.process_spark import (
     pack,
@@ -33,7 +32,7 @@ from spark_runtime.process_spark import (
     set_threads,
     unpack,
 )
-from spark_runtime.spark import ProgressCallback, SparkError, build_generator, one_line
+from spark_runtime.spark import ProgressCallback, SparkError, load_spark_generator, one_line
 
 LOCAL_OBJECT_STORE_BYTES = 256 << 20
 
@@ -122,8 +121,7 @@ class RenderActor:
     def _built(self) -> Any:
         if self._generator is None:
             set_threads(self._threads)
-            keep_freed_memory()
-            self._generator = build_generator(self._target, self._config)
+            self._generator = load_spark_generator(self._target, self._config)
         return self._generator
 
     def ready(self) -> bytes:
@@ -238,7 +236,7 @@ class RaySpark:
         """
         if not genomes:
             return []
-        request = pack_request(genomes, size, progress=False)
+        request = pack_request(genomes, size)
         with self._lock:
             self.start()
             reply = self._call(self.actor.render.remote(request), "mid-batch")

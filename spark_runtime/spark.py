@@ -48,6 +48,13 @@ def build_generator(target: str, config: dict[str, Any]) -> Any:
     return cls.from_config(config)
 
 
+def load_spark_generator(target: str, config: dict[str, Any]) -> Any:
+    """``build_generator`` for a spark: the process renders from now on, so it keeps its
+    freed heap between renders (``spark_runtime.heap``)."""
+    keep_freed_memory()
+    return build_generator(target, config)
+
+
 class Spark(Protocol):
     """Renders batches of genomes with a generator it keeps loaded."""
 
@@ -83,8 +90,7 @@ class InProcessSpark:
     @property
     def generator(self) -> Any:
         if self._generator is None:
-            keep_freed_memory()  # this process renders from now on
-            self._generator = build_generator(self.target, self.config)
+            self._generator = load_spark_generator(self.target, self.config)
         return self._generator
 
     def launch(self) -> None:

@@ -254,7 +254,8 @@ class ObjectStore:
         shas = [hashlib.sha256(b).hexdigest() for b in blobs]
         if self._fs is not None or _SYNCFS is None:
             if len(blobs) <= 1:
-                list(map(self._put, shas, blobs))
+                for sha, data in zip(shas, blobs, strict=True):
+                    self._put(sha, data)
             else:
                 with ThreadPoolExecutor(min(PUT_WORKERS, len(blobs)), thread_name_prefix="put") as pool:
                     list(pool.map(self._put, shas, blobs))

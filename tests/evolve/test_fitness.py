@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from evolve.fitness import NoveltyFitness, fitness_from_ratings
+from evolve.fitness import NoveltyFitness, archive_levels, fitness_from_ratings
 
 
 def pictures(seed: int, n: int = 6, size: int = 40) -> list[Image.Image]:
@@ -28,6 +28,11 @@ def test_a_resumed_novelty_run_scores_exactly_as_an_unbroken_one() -> None:
         resumed.append(scores)
     assert resumed == unbroken
     assert state["archive"]["rows"] == 8  # capped at archive_size
+    # Both runs read the same stored form, so the equality alone cannot catch a lossy one:
+    # every archived entry is exactly the levels of a picture the run scored.
+    seen = {row.tobytes() for seed in range(6) for row in NoveltyFitness.levels(pictures(seed))}
+    archived = archive_levels(state, state["archive"]["width"])
+    assert len(archived) == 8 and all(row.tobytes() in seen for row in archived)
 
 
 def test_the_archive_state_is_a_small_fraction_of_the_numbers_it_replaced() -> None:

@@ -355,6 +355,7 @@ def test_the_compiled_kernel_draws_what_the_kernel_draws_op_by_op(monkeypatch, c
     generator = CPPN.from_config({"color": color, "device": "cpu"})
     population = _evolved(generator, seed=41, n=5, rounds=8)
     steps: list[int] = []
+    assert isinstance(cppn_render.compiled_render_levels, torch.jit.ScriptFunction)
     compiled = generator.render_pixels(population, 97, progress=lambda done, total: steps.append(done))
     monkeypatch.setattr(cppn_render, "compiled_render_levels", cppn_kernel.render_levels)
     eager = generator.render_pixels(population, 97)

@@ -22,10 +22,12 @@ class ScriptedSpark:
         self.target, self.config = FAKE, {}
         self.inner = InProcessSpark(FAKE, {})
         self.calls: list[list[int]] = []
+        self.listened: list[bool] = []  # per call: whether a progress callback came with it
         self.closed = False
 
     def render(self, genomes, size, progress=None):
         self.calls.append([g.get("value") for g in genomes])
+        self.listened.append(progress is not None)
         if self.gate is not None:
             self.gate.wait(5)
         if len(self.calls) in self.lose:
@@ -46,6 +48,18 @@ def test_a_generation_is_split_across_the_sparks_and_comes_back_in_order():
     assert pool.chunks(10) == [(0, 4), (4, 8), (8, 10)]
     assert sorted(v for s in sparks for call in s.calls for v in call) == list(range(10))
     assert all(len(s.calls) == 1 for s in sparks)
+
+
+def test_sparks_get_a_progress_callback_only_when_the_caller_listens():
+    # No callback means no progress frames from a spark in another process.
+    sparks = [ScriptedSpark(n) for n in "ab"]
+    pool = SparkPool(sparks)
+    pool.render(fake_genomes(6), 8)
+    assert [s.listened for s in sparks] == [[False], [False]]
+    reports = []
+    pool.render(fake_genomes(6), 8, progress=lambda done, total: reports.append((done, total)))
+    assert [s.listened for s in sparks] == [[False, True], [False, True]]
+    assert reports and reports[-1] == (6, 6)
 
 
 def test_fixed_chunk_size_for_compiled_models():
