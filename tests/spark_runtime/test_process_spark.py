@@ -247,3 +247,12 @@ def test_close_ends_the_child_and_a_later_render_starts_a_new_one():
     assert spark.pid is None and not _alive(pid)
     assert spark.render(fake_genomes(1), 8)[0].size == (8, 8)
     spark.close()
+
+
+def test_the_process_taking_replies_in_keeps_its_freed_heap(monkeypatch):
+    # Each reply's pixels are copied into a fresh buffer here (spark_runtime.heap): made
+    # without the child, so nothing else in the test process sets the heap first.
+    calls = []
+    monkeypatch.setattr("spark_runtime.process_spark.keep_freed_memory", lambda: calls.append(1) or True)
+    ProcessSpark(FAKE, {})
+    assert calls == [1]

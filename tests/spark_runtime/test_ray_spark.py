@@ -53,6 +53,14 @@ def steady(ray_cluster):
         yield spark
 
 
+def test_the_process_taking_replies_in_keeps_its_freed_heap(ray_cluster, monkeypatch):
+    # Each reply frame arrives as a fresh few-megabyte bytes object (spark_runtime.heap).
+    calls = []
+    monkeypatch.setattr("spark_runtime.ray_spark.keep_freed_memory", lambda: calls.append(1) or True)
+    with RaySpark(FAKE, {}, options=RayOptions(num_cpus=0.5)):
+        assert calls == [1]
+
+
 def test_bad_config_fails_on_start_and_a_refused_genome_keeps_the_actor(steady):
     with pytest.raises(SparkError, match="spark cannot build .*unknown fake config key 'x'"):
         RaySpark(FAKE, {"x": 1}, options=RayOptions(num_cpus=0.5)).start()
