@@ -83,6 +83,35 @@ def test_genomes_with_tensors_cross_as_json_and_safetensors():
     assert torch.equal(genomes[0]["tensors"]["latent"], genome["tensors"]["latent"])
 
 
+def test_genomes_orjson_could_change_cross_through_json_exactly():
+    plain = {"nodes": [{"id": 1, "bias": 0.1, "act": "sin"}], "seed": 2**64 - 1, "scale": -0.0}
+    huge, empty = {"seed": 2**64}, {"note": None, "w": 1e-7}
+    for genomes, parser in (([plain], "orjson"), ([plain, huge], "json"), ([empty], "json")):
+        header, blobs = unpack(pack_request(genomes, 8))
+        assert header["parser"] == parser
+        back, _ = unpack_request(header, blobs)
+        assert back == genomes
+        assert [type(g["seed"]) for g in back if "seed" in g] == [int] * sum("seed" in g for g in genomes)
+    with pytest.raises(ValueError, match="Out of range float"):
+        pack_request([{"w": float("nan")}], 8)
+
+
+@pytest.mark.parametrize(
+    "header, blobs, message",
+    [
+        ({"size": 8, "tensors": [None], "parser": "pickle"}, [b"[{}]"], "no genome document"),
+        ({"size": 8, "tensors": [None], "parser": "orjson"}, [], "no genome document"),
+        ({"size": 8, "tensors": [None], "parser": "orjson"}, [b"[{"], "not JSON"),
+        ({"size": 8, "tensors": [None], "parser": "json"}, [b"\xff"], "not JSON"),
+        ({"size": 8, "tensors": [None, None], "parser": "orjson"}, [b"[{}]"], "do not match"),
+        ({"size": 8, "tensors": [None], "parser": "orjson"}, [b"[3]"], "do not match"),
+    ],
+)
+def test_malformed_render_requests_are_refused_in_one_line(header, blobs, message):
+    with pytest.raises(SparkError, match=message):
+        unpack_request({"op": "render", **header}, [memoryview(b) for b in blobs])
+
+
 def test_images_cross_as_raw_rgb_bytes():
     images = [fake_image({"value": 300}, 8), fake_image({"value": 5}, 16).convert("L")]
     header, blobs = unpack(pack_images(images))
