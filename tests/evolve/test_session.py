@@ -175,6 +175,42 @@ def test_new_genomes_are_hashed_only_once_the_render_is_over(tmp_path: Path, mon
     assert len(set(head.population)) == POP and len(head.images) == POP
 
 
+@needs_syncfs
+def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path)
+    session = new_session(store)
+    events, settled = [], threading.Event()
+    real_render, real_settle, real_publish = session.spark.render, store.objects.settle, store.objects.publish
+
+    def render(genomes, size, progress=None):
+        events.append("render")
+        if events.count("render") == 2:
+            assert settled.wait(10)  # the first batch's sync, on the writer, during this render
+        return real_render(genomes, size, progress)
+
+    def settle():
+        staged = [p for p in (tmp_path / "objects").rglob(".tmp-*")]
+        events.append(f"settle {len(staged)} staged, on {threading.current_thread().name}")
+        real_settle()
+        settled.set()
+
+    def publish(batches):
+        events.append("publish")
+        real_publish(batches)
+
+    session.spark.render = render  # type: ignore[method-assign]
+    store.objects.settle = settle  # type: ignore[method-assign]
+    store.objects.publish = publish  # type: ignore[method-assign]
+    session.evolve(fitness=[1.0] * POP, chunks=3)
+    # The second render waited for the first batch's sync, with its files staged, unseen.
+    assert events[:2] == ["render", "render"] and events[2].startswith("settle")
+    assert "on store-writer" in events[2] and not events[2].startswith("settle 0 ")
+    assert events[-1] == "publish" and events.count("render") == 3
+    assert all(e.startswith("settle") for e in events if e not in ("render", "publish"))
+
+
 CRASH_SCRIPT = """
 import sys
 from evolve.fitness import NoveltyFitness

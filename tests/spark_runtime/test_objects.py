@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from spark_runtime.store import objects as objects_module
 from spark_runtime.store.errors import StoreError
 from spark_runtime.store.objects import ObjectStore
 from tests.conftest import needs_syncfs
@@ -128,6 +129,27 @@ def test_staged_objects_are_invisible_until_published(tmp_path) -> None:
     assert not [p for p in (tmp_path / "objects").rglob(".tmp-*")]
     store.publish([first])  # publishing again has nothing left to do
     assert first.pending == []
+
+
+@needs_syncfs
+def test_settling_syncs_staged_bytes_without_making_them_visible(tmp_path, monkeypatch) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    staged = store.stage([b"rendered early"])
+    synced = []
+    monkeypatch.setattr(objects_module, "_SYNCFS", synced.append)
+    store.settle()
+    assert synced == [tmp_path / "objects"]
+    assert not store.exists(staged.shas[0])
+    store.publish([staged])  # still to be published: the rename and its sync
+    assert store.get(staged.shas[0]) == b"rendered early"
+    assert len(synced) == 3
+
+
+def test_settling_a_remote_store_has_nothing_to_sync(monkeypatch) -> None:
+    synced = []
+    monkeypatch.setattr(objects_module, "_SYNCFS", synced.append)
+    ObjectStore("memory://settle-test/objects").settle()
+    assert synced == []
 
 
 @needs_syncfs
