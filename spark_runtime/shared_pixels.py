@@ -53,10 +53,12 @@ class ChildPixels:
         return {"bytes": total, "new": self._unsent}
 
     def hand_over(self, conn: Any) -> None:
-        """Send a new file's descriptor to the parent (right after the frame that says so)."""
+        """Send a new file's descriptor to the parent (right after the frame that says so),
+        then close it here: the mapping keeps the file alive, and nothing sends it again."""
         if self._unsent and self._fd is not None:
             reduction.send_handle(conn, self._fd, os.getppid())
-            self._unsent = False
+            os.close(self._fd)
+            self._fd, self._unsent = None, False
 
     def _grow(self, total: int) -> None:
         self.close()

@@ -4,6 +4,7 @@ outgrows the last, and a malformed entry refused in one line."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -50,6 +51,20 @@ def test_replies_cross_exactly_and_the_file_is_reused_until_outgrown(channel):
         assert [np.asarray(im).tobytes() for im in images] == [p.tobytes() for p in pixels]
     # 1.5 MiB of pixels outgrow the first MiB; the smaller reply after it fits.
     assert seen == [True, True, False]
+
+
+def test_the_child_keeps_no_descriptor_once_the_parent_has_the_file(channel):
+    child, child_end, parent, parent_end = channel
+    child_end.send_bytes(pack_images(_pixels(2, 16, 5), child))
+    fd = child._fd
+    child.hand_over(child_end)
+    assert child._fd is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    header, _ = unpack(parent_end.recv_bytes())
+    images = unpack_images(header, parent.read(parent_end, header["shared"], header["sizes"]))
+    assert len(images) == 2
+    _send(*channel, _pixels(2, 16, 6))  # the file is still there to write the next reply into
 
 
 def test_images_stay_valid_after_the_child_overwrites_the_file(channel):
