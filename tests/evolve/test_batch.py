@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,43 @@ def new_session(store: Store) -> Session:
 
 def object_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / "objects").rglob("*") if p.is_file())
+
+
+def step_by_step(session: Session, fitness: NoveltyFitness, generations: int) -> Any:
+    """The reference a batch run must equal: rate + evolve, one generation at a time, each
+    scored from its stored PNGs; returns the last snapshot."""
+    snapshot, state = session.head(), {}
+    for _ in range(generations):
+        images = [decode(session.store.objects.get(sha)) for sha in snapshot.images]
+        scores, state = fitness.evaluate(images, state)
+        session.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
+        snapshot = session.evolve(extra={"fitness": {"spec": fitness.spec, "state": state}})
+    return snapshot
+
+
+def test_novelty_run_stores_scores_as_ratings_and_continues(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    head = session.run_auto(NoveltyFitness(), generations=3)
+    assert head.generation == 3
+    for snapshot in store.history(session.branch)[:-1]:
+        assert len(store.current_scores(snapshot.id)) == POP
+    assert "archive" in head.settings["fitness"]["state"]
+
+
+def test_a_batch_run_scores_what_it_rendered_without_reading_it_back(tmp_path: Path) -> None:
+    kept = new_session(Store(tmp_path / "kept"))
+    reads: list[str] = []
+    real_get = kept.store.objects.get
+    kept.store.objects.get = lambda sha: reads.append(sha) or real_get(sha)  # type: ignore[method-assign]
+    head = kept.run_auto(NoveltyFitness(), generations=3)
+    assert sorted(reads) == sorted(kept.store.snapshot_at(kept.branch, 0).images)  # the start only
+
+    # The same run scored from the stored PNGs, generation by generation, ends identical.
+    snapshot = step_by_step(new_session(Store(tmp_path / "stored")), NoveltyFitness(), 3)
+    assert head.population == snapshot.population and head.images == snapshot.images
+    assert head.settings["fitness"] == snapshot.settings["fitness"]
+    assert len(set(head.images) & set(kept.store.get_snapshot(head.parent_id).images)) >= 1  # elites
 
 
 def test_a_generation_commits_while_the_next_one_renders(tmp_path: Path) -> None:
@@ -86,13 +124,7 @@ def test_ratings_already_on_the_starting_head_count_as_in_a_step_by_step_run(tmp
 
     batch = rated(tmp_path / "batch")
     head = batch.run_auto(NoveltyFitness(), generations=3)
-    steps = rated(tmp_path / "steps")
-    fitness, snapshot, state = NoveltyFitness(), steps.head(), {}
-    for _ in range(3):
-        images = [decode(steps.store.objects.get(sha)) for sha in snapshot.images]
-        scores, state = fitness.evaluate(images, state)
-        steps.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
-        snapshot = steps.evolve(extra={"fitness": {"spec": fitness.spec, "state": state}})
+    snapshot = step_by_step(rated(tmp_path / "steps"), NoveltyFitness(), 3)
     assert head.population == snapshot.population and head.images == snapshot.images
     first = batch.store.snapshot_at(batch.branch, 1)
     assert len(first.consumed_ratings) == POP + 3  # the run's scores and the person's three

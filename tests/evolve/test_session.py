@@ -13,7 +13,6 @@ import pytest
 
 from evolve.fitness import NoveltyFitness
 from evolve.session import RunSpec, Session, SessionError
-from spark_runtime.image_codec import decode
 from spark_runtime.store import Store
 from tests.conftest import needs_syncfs
 
@@ -90,37 +89,6 @@ def test_forking_then_evolving_reproduces_the_original_next_generation(tmp_path:
     fork = session.fork(0, "again")
     fork.evolve()  # same (absent) ratings, same RNG state => same generation 1
     assert fork.head().population == original_gen1.population
-
-
-def test_novelty_run_stores_scores_as_ratings_and_continues(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    session = new_session(store)
-    head = session.run_auto(NoveltyFitness(), generations=3)
-    assert head.generation == 3
-    for snapshot in store.history(session.branch)[:-1]:
-        assert len(store.current_scores(snapshot.id)) == POP
-    assert "archive" in head.settings["fitness"]["state"]
-
-
-def test_a_batch_run_scores_what_it_rendered_without_reading_it_back(tmp_path: Path) -> None:
-    kept = new_session(Store(tmp_path / "kept"))
-    reads: list[str] = []
-    real_get = kept.store.objects.get
-    kept.store.objects.get = lambda sha: reads.append(sha) or real_get(sha)  # type: ignore[method-assign]
-    head = kept.run_auto(NoveltyFitness(), generations=3)
-    assert sorted(reads) == sorted(kept.store.snapshot_at(kept.branch, 0).images)  # the start only
-
-    # The same run scored from the stored PNGs, generation by generation, ends identical.
-    stored = new_session(Store(tmp_path / "stored"))
-    fitness, snapshot = NoveltyFitness(), stored.head()
-    for _ in range(3):
-        images = [decode(data) for data in image_bytes(stored.store, snapshot)]
-        scores, state = fitness.evaluate(images, snapshot.settings.get("fitness", {}).get("state", {}))
-        stored.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
-        snapshot = stored.evolve(extra={"fitness": {"spec": fitness.spec, "state": state}})
-    assert head.population == snapshot.population and head.images == snapshot.images
-    assert head.settings["fitness"] == snapshot.settings["fitness"]
-    assert len(set(head.images) & set(kept.store.get_snapshot(head.parent_id).images)) >= 1  # elites
 
 
 def test_undo_moves_head_back_and_deletes_nothing(tmp_path: Path) -> None:
