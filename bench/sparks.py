@@ -24,7 +24,11 @@ and the store add to each generation.
    as each generation is committed; each interval holds one render, whose new genomes are
    rendered again alone (median of three) as its reference, right after each block of
    ``BATCH_BLOCK`` generations. The fitness (a cheap mean-level score here) and the GA are
-   not counted. Same acceptance.
+   not counted. Same acceptance. Also printed, in two parts: the time the render call does
+   not cover (measured inside each interval, so the machine's drifting speed does not enter
+   it), and the render call against the render alone (what the work beside it costs the
+   render, and for a process spark the request and reply). Last, how much a render slows
+   beside a busy process on the other core, which that second part includes.
    ``--free-encoding`` is a diagnostic, not the measure: each image stages one tiny blob
    instead of its PNG, which shows what batching, staging, publishing, the commit
    and the head read cost on their own.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -216,28 +221,66 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
     fitness = Timed(counted.evaluate)
     counted.evaluate = fitness  # type: ignore[method-assign]
     tell = Timed(Engine.tell)
-    rows: list[tuple[float, float, float]] = []  # per generation: interval, fitness + GA, render alone
+    # Per generation: interval, fitness + GA, the render call inside the run, render alone.
+    rows: list[tuple[float, float, float, float]] = []
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp:
         spec = RunSpec(name="bench", population=population, size=size, seed=3)
         session = Session.create(_store(tmp), spec, spark=used)
         store = session.store
         session.run_auto(counted, 3)  # warm-up: torch, the store, the first pictures
+        render = Timed(session.render)
+        session.render = render  # type: ignore[method-assign]
         Engine.tell = lambda engine, *a, **k: tell(engine, *a, **k)  # type: ignore[method-assign]
         try:
             for _ in range(max(1, -(-generations // BATCH_BLOCK))):
-                rows.extend(_batch_block(session, counted, fitness, tell, spark, size))
+                rows.extend(_batch_block(session, counted, (fitness, tell), render, spark, size))
         finally:
             Engine.tell = tell.inner  # type: ignore[method-assign]
         store.close()
     if used is not spark:
         used.close()
-    shares = [(interval - told - alone) / alone for interval, told, alone in rows]
-    interval, told, alone = (sum(column) for column in zip(*rows, strict=True))
-    print(f"   {'render alone, one call (reference, median)':<44} {statistics.median(r[2] for r in rows) * 1000:8.2f} ms")
+    shares = [(interval - told - alone) / alone for interval, told, _, alone in rows]
+    interval, told, inside, alone = (sum(column) for column in zip(*rows, strict=True))
+    # Split in two: the time the render call does not cover, measured within each interval
+    # (so no drift of the machine's speed enters it), and the render call itself against
+    # the render alone (contention with the writer and the store thread, and for a process
+    # spark the request and the reply; measured a few seconds apart, so drift does enter).
+    outside = statistics.median((i - t - r) / a for i, t, r, a in rows)
+    slowed = statistics.median((r - a) / a for _, _, r, a in rows)
+    print(f"   {'render alone, one call (reference, median)':<44} {statistics.median(r[3] for r in rows) * 1000:8.2f} ms")
     print(f"   {'fitness + GA per generation (not counted)':<44} {told / len(rows) * 1000:8.2f} ms")
     print(f"   {'whole generation (mean)':<44} {interval / len(rows) * 1000:8.2f} ms")
+    print(f"   {'outside the render call (median, no drift)':<44} {outside:8.1%} of render")
+    print(f"   {'render call over render alone (median)':<44} {slowed:8.1%}")
     print(f"   {'summed: (time - fitness - GA - alone) / alone':<44} {(interval - told - alone) / alone:8.1%}")
     return _verdict("pool + store overhead", shares)
+
+
+# Pure Python that never sleeps: the least any work beside a render does to the core it runs on.
+_BUSY = "while True: pass"
+
+
+def neighbour_cost(genomes: list[dict], size: int, repeats: int) -> None:
+    """How much a render slows down while another process keeps the other core busy: the
+    part of the "render call over render alone" figures that any work beside the render
+    costs on this machine (cores that share a physical core or its caches slow each other)."""
+    spark = InProcessSpark(CPPN, {})
+    spark.render(genomes, size)
+    alone, beside = [], []
+    for _ in range(repeats):
+        alone.append(_seconds(spark.render, genomes, size))
+        busy = subprocess.Popen([sys.executable, "-c", _BUSY])
+        try:
+            time.sleep(0.2)  # the busy process is up and spinning
+            beside.append(_seconds(spark.render, genomes, size))
+        finally:
+            busy.kill()
+            busy.wait()
+    ratio = statistics.median(beside) / statistics.median(alone)
+    print(
+        f"\n   This machine: a render beside a busy process (pure Python on the other core) takes "
+        f"{ratio:.2f}x its time alone (median of {repeats}, interleaved)."
+    )
 
 
 def _verdict(label: str, shares: list[float]) -> bool:
@@ -261,24 +304,27 @@ def _reference(store: Store, parent: Any, child: Any, spark: InProcessSpark, siz
 
 
 def _batch_block(
-    session: Session, fitness: Any, evaluate: Timed, tell: Timed, spark: InProcessSpark, size: int
-) -> list[tuple[float, float, float]]:
+    session: Session, fitness: Any, counted: tuple[Timed, Timed], render: Timed, spark: InProcessSpark, size: int
+) -> list[tuple[float, float, float, float]]:
     """One block of a batch run, then its reference renders at once.
 
     Report j comes once generation j of the block is committed, just after generation j + 1
     rendered: the time from report j - 1 to report j holds that one render. The time before
     the first report (the start, and two renders) and after the last but one (the last
-    commit alone) are left out: in a long run they are two generations among many."""
-    marks: list[tuple[float, float]] = []  # (time, fitness + GA seconds so far) at each report
-    session.run_auto(
-        fitness, BATCH_BLOCK, progress=lambda *_: marks.append((time.perf_counter(), evaluate.seconds + tell.seconds))
-    )
+    commit alone) are left out: in a long run they are two generations among many.
+    ``counted``: the fitness and the GA, whose seconds are not overhead."""
+    marks: list[tuple[float, float, float]] = []  # (time, fitness + GA seconds, render seconds) at each report
+
+    def mark(*_: Any) -> None:
+        marks.append((time.perf_counter(), sum(timer.seconds for timer in counted), render.seconds))
+
+    session.run_auto(fitness, BATCH_BLOCK, progress=mark)
     store = session.store
     history = store.history(session.branch)[-BATCH_BLOCK - 1 :]
     rows = []
     for j in range(1, BATCH_BLOCK - 1):
         alone = _reference(store, history[j + 1], history[j + 2], spark, size)
-        rows.append((marks[j][0] - marks[j - 1][0], marks[j][1] - marks[j - 1][1], alone))
+        rows.append((*(now - before for now, before in zip(marks[j], marks[j - 1], strict=True)), alone))
     return rows
 
 
@@ -332,6 +378,7 @@ def main() -> int:
     results = [overhead(args.population, args.size, args.generations, args.chunks, kind, args.store_dir) for kind in args.spark]
     if args.batch_generations:
         results.extend(batch_overhead(args.population, args.size, args.batch_generations, kind, args.store_dir) for kind in args.spark)
+        neighbour_cost(genomes, args.size, args.repeats)
     ok = all(results)
     return 0 if ok else 1
 
