@@ -400,10 +400,10 @@ class Session:
         todo = [(key, places) for key, places in groups.items() if key not in shas]
         done = total - sum(len(places) for _, places in todo)
         jobs: list[tuple[Future[tuple[tuple[str, str], StagedObjects]], Any, Any]] = []
+        settles: list[Future[None]] = []
         staged: list[StagedObjects] = []
         try:
             parts = _batches(todo, chunks)
-            settles: list[Future[None]] = []
             for number, part in enumerate(parts, 1):
                 # No callback when nobody listens: a spark in another process then sends no
                 # progress frames.
@@ -420,18 +420,25 @@ class Session:
                         announce(position, image, None)
                     jobs.append((WRITER.submit(self._store_image, image), key, image))
                 if number < len(parts):
-                    # Once it has staged this batch, the writer makes it durable while the
-                    # next one renders: publish then syncs only the last batch's bytes
-                    # (publish took 1.4 ms instead of 2.7 ms, 16 images at 256 px, 2-core VM).
+                    # After this batch's images (FIFO; with two writers the other may still be
+                    # staging one), a writer makes what is staged durable while the next batch
+                    # renders: publish then syncs little more than the last batch's bytes
+                    # (bench/sparks.py part 2, 16 images at 256 px, 2-core VM: publish took
+                    # 1.4 ms, against 2.7 ms before settling).
                     settles.append(WRITER.submit(self.store.objects.settle))
             for settle in settles:
-                settle.cancel()  # one the writer has not reached is left to publish
+                # One the writer has not reached is left to publish; one it ran may have met
+                # a write error, which must stop this generation (publish would not see it).
+                if not settle.cancel():
+                    settle.result()
             # Rendering is over: this thread encodes the images no writer has started (from
             # the last, while the writer works from the first).
             for future, key, image in reversed(jobs):
                 shas[key], batch = self._store_image(image) if future.cancel() else future.result()
                 staged.append(batch)
         except BaseException:
+            for settle in settles:
+                settle.cancel()
             # Whatever was staged, here or by the writer, goes: nothing is left for gc.
             self.store.objects.discard(staged)
             drop_jobs(self.store, [future for future, _, _ in jobs])

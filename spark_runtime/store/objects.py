@@ -20,6 +20,7 @@ import re
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,8 +109,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _write_errors(where: str) -> Iterator[None]:
+    """A failed write (disk full, an I/O error, a read-only folder) as one line for the user."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(f"cannot write objects to {where}: {exc.strerror or exc}") from None
+
+
 def _find_syncfs() -> Any:
-    """``syncfs(folder)``: flush one file system in one call (Linux); None where unavailable."""
+    """``syncfs(fd)``: flush the file system that ``fd`` is on, in one call (Linux); None
+    where unavailable."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -118,14 +129,10 @@ def _find_syncfs() -> Any:
     except (OSError, AttributeError):
         return None
 
-    def syncfs(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            if call(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(fd)
+    def syncfs(fd: int) -> None:
+        if call(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     return syncfs
 
@@ -158,6 +165,14 @@ class ObjectStore:
             self._root_text = str(local)
             self.url = local.absolute().as_uri()
             local.mkdir(parents=True, exist_ok=True)
+            if _SYNCFS is not None:
+                # Every sync goes through this one descriptor, open as long as the store. A
+                # sync reports the write errors on the file system since its descriptor was
+                # opened, each once: a descriptor opened for each sync would miss an error
+                # that the kernel's own writeback, or an earlier sync (``settle``), met first,
+                # and publish bytes that never reached the disk.
+                self._sync_fd = os.open(local, os.O_RDONLY)
+                self._close_sync_fd = weakref.finalize(self, os.close, self._sync_fd)
             return
         import fsspec
 
@@ -222,7 +237,8 @@ class ObjectStore:
         """
         data = self._bytes(data)
         sha = hashlib.sha256(data).hexdigest()
-        self._put(sha, data)
+        with _write_errors(str(self.root)):
+            self._put(sha, data)
         return sha
 
     def _put(self, sha: str, data: bytes) -> None:
@@ -252,6 +268,10 @@ class ObjectStore:
         """
         blobs = [self._bytes(b) for b in blobs]
         shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+        with _write_errors(str(self.root)):
+            return self._stage(shas, blobs)
+
+    def _stage(self, shas: list[str], blobs: list[bytes]) -> StagedObjects:
         if self._fs is not None or _SYNCFS is None:
             if len(blobs) <= 1:
                 for sha, data in zip(shas, blobs, strict=True):
@@ -278,12 +298,13 @@ class ObjectStore:
             return
         assert isinstance(self.root, Path) and _SYNCFS is not None
         try:
-            _SYNCFS(self.root)
-            while pending:
-                tmp, final = pending[-1]
-                os.replace(tmp, final)
-                pending.pop()
-            _SYNCFS(self.root)
+            with _write_errors(str(self.root)):
+                _SYNCFS(self._sync_fd)
+                while pending:
+                    tmp, final = pending[-1]
+                    os.replace(tmp, final)
+                    pending.pop()
+                _SYNCFS(self._sync_fd)
         finally:
             for tmp, _ in pending:
                 with contextlib.suppress(FileNotFoundError):
@@ -293,9 +314,20 @@ class ObjectStore:
 
     def settle(self) -> None:
         """Make what is staged so far durable ahead of ``publish`` (whose first sync then
-        has less left to write); nothing becomes visible. A no-op where staging stores at once."""
+        has less left to write); nothing becomes visible. A no-op where staging stores at once.
+
+        Raises:
+            StoreError: a write on the file system failed; what is staged must not be published.
+        """
         if self._fs is None and _SYNCFS is not None:
-            _SYNCFS(self.root)
+            with _write_errors(str(self.root)):
+                _SYNCFS(self._sync_fd)
+
+    def close(self) -> None:
+        """Let go of the descriptor syncs go through (also done when the store is collected)."""
+        if self._fs is None and _SYNCFS is not None:
+            self._close_sync_fd()
+            self._sync_fd = -1  # a sync after this fails (EBADF), never reaches another file
 
     @staticmethod
     def discard(batches: Sequence[StagedObjects]) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from evolve.fitness import NoveltyFitness
 from evolve.session import RunSpec, Session, SessionError
-from spark_runtime.store import Store
+from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
 
 POP, SIZE = 6, 32
@@ -145,8 +146,6 @@ def test_new_genomes_are_hashed_only_once_the_render_is_over(tmp_path: Path, mon
 
 @needs_syncfs
 def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) -> None:
-    import threading
-
     store = Store(tmp_path)
     session = new_session(store)
     events, settled = [], threading.Event()
@@ -156,10 +155,13 @@ def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) 
         events.append("render")
         if events.count("render") == 2:
             assert settled.wait(10)  # the first batch's sync, on the writer, during this render
-        return real_render(genomes, size, progress)
+        try:
+            return real_render(genomes, size, progress)
+        finally:
+            events.append("rendered")
 
     def settle():
-        staged = [p for p in (tmp_path / "objects").rglob(".tmp-*")]
+        staged = list((tmp_path / "objects").rglob(".tmp-*"))
         events.append(f"settle {len(staged)} staged, on {threading.current_thread().name}")
         real_settle()
         settled.set()
@@ -172,11 +174,40 @@ def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) 
     store.objects.settle = settle  # type: ignore[method-assign]
     store.objects.publish = publish  # type: ignore[method-assign]
     session.evolve(fitness=[1.0] * POP, chunks=3)
-    # The second render waited for the first batch's sync, with its files staged, unseen.
-    assert events[:2] == ["render", "render"] and events[2].startswith("settle")
-    assert "on store-writer" in events[2] and not events[2].startswith("settle 0 ")
+    # The first batch's sync ran while the second batch rendered, with its files staged, unseen.
+    second = events.index("render", events.index("rendered"))
+    first_settle = next(i for i, e in enumerate(events) if e.startswith("settle"))
+    assert second < first_settle < events.index("rendered", second)
+    assert "on store-writer" in events[first_settle] and not events[first_settle].startswith("settle 0 ")
     assert events[-1] == "publish" and events.count("render") == 3
-    assert all(e.startswith("settle") for e in events if e not in ("render", "publish"))
+
+
+@needs_syncfs
+def test_a_write_error_the_writer_meets_while_settling_stops_the_generation(tmp_path: Path) -> None:
+    # The sync that met the error reports it once: publish's own sync would not see it, so
+    # the error must come back from the writer, and nothing of the generation may stay.
+    store = Store(tmp_path)
+    session = new_session(store)
+    head = session.head()
+    objects = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    real_render = session.spark.render
+    calls = []
+
+    def render(genomes, size, progress=None):
+        calls.append(len(genomes))
+        if len(calls) == 2:
+            time.sleep(0.2)  # the writer reaches the first batch's sync meanwhile
+        return real_render(genomes, size, progress)
+
+    def failing_settle():
+        raise StoreError("cannot write objects to the store: Input/output error")
+
+    session.spark.render = render  # type: ignore[method-assign]
+    store.objects.settle = failing_settle  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="Input/output error"):
+        session.evolve(fitness=[1.0] * POP, chunks=3)
+    assert session.head().id == head.id
+    assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects
 
 
 CRASH_SCRIPT = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -54,7 +55,7 @@ def test_failed_write_leaves_neither_object_nor_temp_file(objects, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StoreError, match=r"^cannot write objects to .*objects: disk full$"):
         objects.put(b"never lands")
     sha = hashlib.sha256(b"never lands").hexdigest()
     assert not objects.exists(sha)
@@ -131,6 +132,10 @@ def test_staged_objects_are_invisible_until_published(tmp_path) -> None:
     assert first.pending == []
 
 
+def _same_folder(fd: int, folder) -> bool:
+    return os.path.samestat(os.fstat(fd), os.stat(folder))
+
+
 @needs_syncfs
 def test_settling_syncs_staged_bytes_without_making_them_visible(tmp_path, monkeypatch) -> None:
     store = ObjectStore(tmp_path / "objects")
@@ -138,11 +143,36 @@ def test_settling_syncs_staged_bytes_without_making_them_visible(tmp_path, monke
     synced = []
     monkeypatch.setattr(objects_module, "_SYNCFS", synced.append)
     store.settle()
-    assert synced == [tmp_path / "objects"]
     assert not store.exists(staged.shas[0])
     store.publish([staged])  # still to be published: the rename and its sync
     assert store.get(staged.shas[0]) == b"rendered early"
-    assert len(synced) == 3
+    # Every sync through the one descriptor the store opened on its folder, so that each
+    # sees the write errors on the file system since then, whoever met them first.
+    assert len(synced) == 3 and len(set(synced)) == 1 and _same_folder(synced[0], tmp_path / "objects")
+
+
+@needs_syncfs
+def test_a_write_error_a_sync_meets_is_one_line_and_publishes_nothing(tmp_path, monkeypatch) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    staged = store.stage([b"never durable"])
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(objects_module, "_SYNCFS", failing)
+    for call in (store.settle, lambda: store.publish([staged])):
+        with pytest.raises(StoreError, match=r"^cannot write objects to .*objects: Input/output error$"):
+            call()
+    assert not store.exists(staged.shas[0])
+    assert _files(tmp_path / "objects") == []  # publish removed the temp file it could not make durable
+
+
+@needs_syncfs
+def test_a_closed_store_cannot_sync_through_a_reused_descriptor(tmp_path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    store.close()
+    with pytest.raises(StoreError, match="Bad file descriptor"):
+        store.settle()
 
 
 def test_settling_a_remote_store_has_nothing_to_sync(monkeypatch) -> None:
