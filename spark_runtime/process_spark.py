@@ -99,9 +99,16 @@ def pack_request(genomes: Sequence[dict[str, Any]], size: int, progress: bool = 
 
 
 def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> tuple[list[dict[str, Any]], int]:
-    slots, parser = header.get("tensors"), header.get("parser")
-    if not isinstance(slots, list) or parser not in _PARSERS or not blobs:
+    slots, parser, size = header.get("tensors"), header.get("parser"), header.get("size")
+    if not isinstance(parser, str) or parser not in _PARSERS or not blobs:
         raise SparkError("malformed render request: no genome document")
+    if type(size) is not int or size < 1:
+        raise SparkError("malformed render request: no image size")
+    fits = isinstance(slots, list) and all(
+        slot is None or (type(slot) is int and 1 <= slot < len(blobs)) for slot in slots
+    )
+    if not fits:
+        raise SparkError("malformed render request: tensor slots out of range")
     try:
         parts = _PARSERS[parser](blobs[0])
     except ValueError:
@@ -112,15 +119,16 @@ def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) 
         tensors = genome_codec.decode_tensors(None if slot is None else bytes(blobs[slot]))
         if tensors:
             part[genome_codec.TENSORS_KEY] = tensors
-    return parts, int(header["size"])
+    return parts, size
 
 
 # The genomes cross as one JSON document, which orjson writes and reads several times faster
-# than json (16 evolved CPPN genomes: 0.1 + 0.3 ms against 0.7 + 1.2 ms as canonical texts
-# inside the header, on the 2-core VM), unless orjson could change a value: it writes NaN and
-# infinity as null and reads integers past 64 bits as floats (it refuses to write those). A
-# document with null in it, or one orjson cannot write, goes through json, and the header
-# names the parser that reads it back.
+# than json (16 evolved CPPN genomes on the 2-core VM: 0.1 + 0.3 ms; as canonical texts
+# escaped inside the header, the format before this one, 0.7 + 1.2 ms), unless orjson could
+# change a JSON value: it writes NaN and infinity as null and reads integers past 64 bits as
+# floats (it refuses to write those). A document with null in it, or one orjson cannot write,
+# goes through json, and the header names the parser that reads it back. (Genomes are JSON
+# by contract; orjson also writes datetimes and UUIDs as strings, as genome ids always have.)
 def _dump_genomes(parts: list[dict[str, Any]]) -> tuple[bytes, str]:
     try:
         document = orjson.dumps(parts)
@@ -228,6 +236,10 @@ def _child_main(conn: Any, target: str, config_json: str, threads: int | None, s
             header, blobs = unpack(conn.recv_bytes())
         except EOFError:
             return  # the parent went away: nothing left to serve
+        except SparkError as exc:
+            # Each frame is one message: a malformed one is answered, and the next is whole.
+            conn.send_bytes(pack({"op": "error", "message": str(exc)}))
+            continue
         if header.get("op") != "render":
             return
         conn.send_bytes(serve(generator, header, blobs, conn.send_bytes, shared))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -25,7 +26,7 @@ from spark_runtime.process_spark import (
 )
 from spark_runtime.spark import InProcessSpark, SparkError
 from spark_runtime.store import Store
-from tests.spark_runtime.conftest import FAKE, fake_genomes, fake_image
+from tests.spark_runtime.conftest import FAKE, fake_genomes, fake_image, fake_values
 
 CPPN = "imagery.cppn:CPPN"
 
@@ -91,6 +92,7 @@ def test_genomes_orjson_could_change_cross_through_json_exactly():
         assert header["parser"] == parser
         back, _ = unpack_request(header, blobs)
         assert back == genomes
+        assert all(math.copysign(1.0, g["scale"]) == -1.0 for g in back if "scale" in g)  # -0.0 stays
         assert [type(g["seed"]) for g in back if "seed" in g] == [int] * sum("seed" in g for g in genomes)
     with pytest.raises(ValueError, match="Out of range float"):
         pack_request([{"w": float("nan")}], 8)
@@ -105,6 +107,12 @@ def test_genomes_orjson_could_change_cross_through_json_exactly():
         ({"size": 8, "tensors": [None], "parser": "json"}, [b"\xff"], "not JSON"),
         ({"size": 8, "tensors": [None, None], "parser": "orjson"}, [b"[{}]"], "do not match"),
         ({"size": 8, "tensors": [None], "parser": "orjson"}, [b"[3]"], "do not match"),
+        ({"size": 8, "tensors": [None], "parser": ["orjson"]}, [b"[{}]"], "no genome document"),
+        ({"tensors": [None], "parser": "orjson"}, [b"[{}]"], "no image size"),
+        ({"size": "8", "tensors": [None], "parser": "orjson"}, [b"[{}]"], "no image size"),
+        ({"size": 8, "tensors": [1], "parser": "orjson"}, [b"[{}]"], "tensor slots out of range"),
+        ({"size": 8, "tensors": [0], "parser": "orjson"}, [b"[{}]", b"x"], "tensor slots out of range"),
+        ({"size": 8, "tensors": None, "parser": "orjson"}, [b"[{}]"], "tensor slots out of range"),
     ],
 )
 def test_malformed_render_requests_are_refused_in_one_line(header, blobs, message):
@@ -206,6 +214,16 @@ def test_bad_config_and_bad_target_fail_on_start_in_one_line():
     with pytest.raises(SparkError, match="cannot load generator 'no_such_module:X'") as info:
         ProcessSpark("no_such_module:X", {}).start()
     assert "\n" not in str(info.value)
+
+
+def test_a_malformed_frame_is_answered_in_one_line_and_the_child_serves_on(fake_spark):
+    pid = fake_spark.pid
+    with fake_spark._lock:  # what a render holds while it talks to the child
+        fake_spark._conn.send_bytes(b"\x00\x00")
+        header, _ = unpack(fake_spark._conn.recv_bytes())
+    assert header == {"op": "error", "message": "malformed spark frame: shorter than its header", "blobs": []}
+    assert fake_values(fake_spark.render(fake_genomes(2), 8)) == [0, 1]
+    assert fake_spark.pid == pid
 
 
 def test_refused_genome_is_the_callers_error_and_the_child_lives_on(fake_spark):
