@@ -7,7 +7,8 @@ and the store add to each generation.
    ratio against 1 process spark measured in the same run. The in-process render (same thread count) is the
    floor that process sparks add IPC to. Then the reply transport alone: a generator that
    renders nothing (its pixels are ready) behind a process spark whose images come back
-   through shared memory, against one whose images come back inside the reply frames.
+   through shared memory, against one whose images come back inside the reply frames. And a
+   render request's cost on each side: packed here, read in the spark.
 2. Overhead per generation: ``Session.evolve`` through a one-spark pool, on a ``local``
    (in-process) spark and on a ``process`` spark. The reference is strict: right after each
    generation, its new genomes render again in one call in this process, with nothing else
@@ -25,10 +26,11 @@ and the store add to each generation.
    rendered again alone (median of three) as its reference, right after each block of
    ``BATCH_BLOCK`` generations. The fitness (a cheap mean-level score here) and the GA are
    not counted. Same acceptance. Also printed, in two parts: the time the render call does
-   not cover (measured inside each interval, so the machine's drifting speed does not enter
-   it), and the render call against the render alone (what the work beside it costs the
-   render, and for a process spark the request and reply). Last, how much a render slows
-   beside a busy process on the other core, which that second part includes.
+   not cover (measured inside each interval: the machine's drifting speed enters it only
+   through its scale, the render alone), and the render call against the render alone
+   (what the work beside it costs the render, and for a process spark the request and
+   reply). Last, how much a render slows beside a busy process (not pinned: on a 2-core
+   machine the scheduler gives it the core the render leaves), which that second part includes.
    ``--free-encoding`` is a diagnostic, not the measure: each image stages one tiny blob
    instead of its PNG, which shows what batching, staging, publishing, the commit
    and the head read cost on their own.
@@ -58,7 +60,7 @@ from bench.timing import Timed, interleaved, interleaved_medians  # noqa: E402
 from evolve.engine import Engine  # noqa: E402
 from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
-from spark_runtime.process_spark import ProcessSpark  # noqa: E402
+from spark_runtime.process_spark import ProcessSpark, pack_request, unpack, unpack_request  # noqa: E402
 from spark_runtime.spark import InProcessSpark, build_generator  # noqa: E402
 from spark_runtime.sparks import cores  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
@@ -134,6 +136,19 @@ def transport(count: int, size: int, repeats: int) -> None:
     print(f"   reply of {count} images at {size} px, pixels ready (median of {repeats}):")
     print(f"     through shared memory   {shared * 1000:6.2f} ms")
     print(f"     inside the reply frame  {framed * 1000:6.2f} ms  ({framed / shared:.2f}x the shared-memory reply)")
+
+
+def request_cost(genomes: list[dict], size: int, repeats: int) -> None:
+    """What a render request costs on each side: packing it here, reading it in the spark."""
+    frame = pack_request(genomes, size, progress=False)
+    times = interleaved_medians(
+        {"pack": lambda: pack_request(genomes, size, progress=False), "read": lambda: unpack_request(*unpack(frame))},
+        repeats,
+    )
+    print(
+        f"   request of {len(genomes)} genomes mutated 8 times ({len(frame) // 1024} KiB, median of {repeats}): "
+        f"packed in {times['pack'] * 1000:.2f} ms, read in {times['read'] * 1000:.2f} ms"
+    )
 
 
 def overhead(population: int, size: int, generations: int, chunks: int, kind: str, store_dir: str | None) -> bool:
@@ -242,15 +257,15 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
     shares = [(interval - told - alone) / alone for interval, told, _, alone in rows]
     interval, told, inside, alone = (sum(column) for column in zip(*rows, strict=True))
     # Split in two: the time the render call does not cover, measured within each interval
-    # (so no drift of the machine's speed enters it), and the render call itself against
-    # the render alone (contention with the writer and the store thread, and for a process
+    # (drift enters only through its scale, the render alone), and the render call itself
+    # against the render alone (contention with the writer and the store thread, and for a process
     # spark the request and the reply; measured a few seconds apart, so drift does enter).
     outside = statistics.median((i - t - r) / a for i, t, r, a in rows)
     slowed = statistics.median((r - a) / a for _, _, r, a in rows)
     print(f"   {'render alone, one call (reference, median)':<44} {statistics.median(r[3] for r in rows) * 1000:8.2f} ms")
     print(f"   {'fitness + GA per generation (not counted)':<44} {told / len(rows) * 1000:8.2f} ms")
     print(f"   {'whole generation (mean)':<44} {interval / len(rows) * 1000:8.2f} ms")
-    print(f"   {'outside the render call (median, no drift)':<44} {outside:8.1%} of render")
+    print(f"   {'outside the render call (median)':<44} {outside:8.1%} of render")
     print(f"   {'render call over render alone (median)':<44} {slowed:8.1%}")
     print(f"   {'summed: (time - fitness - GA - alone) / alone':<44} {(interval - told - alone) / alone:8.1%}")
     return _verdict("pool + store overhead", shares)
@@ -261,9 +276,10 @@ _BUSY = "while True: pass"
 
 
 def neighbour_cost(genomes: list[dict], size: int, repeats: int) -> None:
-    """How much a render slows down while another process keeps the other core busy: the
-    part of the "render call over render alone" figures that any work beside the render
-    costs on this machine (cores that share a physical core or its caches slow each other)."""
+    """How much a render slows down while another process keeps a core busy (not pinned: on
+    a 2-core machine that is the core the render leaves): the part of the "render call over
+    render alone" figures that any work beside the render costs on this machine (cores that
+    share a physical core or its caches slow each other)."""
     spark = InProcessSpark(CPPN, {})
     spark.render(genomes, size)
     alone, beside = [], []
@@ -278,7 +294,7 @@ def neighbour_cost(genomes: list[dict], size: int, repeats: int) -> None:
             busy.wait()
     ratio = statistics.median(beside) / statistics.median(alone)
     print(
-        f"\n   This machine: a render beside a busy process (pure Python on the other core) takes "
+        f"\n   This machine: a render beside a busy process (pure Python, another core) takes "
         f"{ratio:.2f}x its time alone (median of {repeats}, interleaved)."
     )
 
@@ -375,6 +391,11 @@ def main() -> int:
     if not args.skip_throughput:
         throughput(genomes, args.size, args.repeats)
         transport(args.population, args.size, 5 * args.repeats)
+        rng = np.random.default_rng(1)
+        mutated = genomes
+        for _ in range(8):
+            mutated = [generator.mutate(g, rng, 1.0) for g in mutated]
+        request_cost(mutated, args.size, 5 * args.repeats)
     results = [overhead(args.population, args.size, args.generations, args.chunks, kind, args.store_dir) for kind in args.spark]
     if args.batch_generations:
         results.extend(batch_overhead(args.population, args.size, args.batch_generations, kind, args.store_dir) for kind in args.spark)

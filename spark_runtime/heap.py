@@ -13,8 +13,10 @@ thresholds keeps it: blocks under 32 MB (glibc's ceiling) come from the heap, an
 for the process's next render.
 
 The process on the other side of a process or Ray spark has the same pattern: each reply's
-pixels (3 MB for 16 images at 256 px) are copied into a fresh buffer, which with glibc's
-defaults faulted about 1,700 pages in per reply. Spark handles keep the heap there too.
+pixels (3 MB for 16 images at 256 px) are copied into a fresh buffer. Depending on the heap's
+history, glibc's defaults faulted about 1,700 pages in per reply (the reply-transport part of
+``bench/sparks.py`` before spark handles kept the heap; in a CPPN run the parent's heap settled
+by itself after two replies). Spark handles keep the heap there too, so it never depends on that.
 """
 
 from __future__ import annotations

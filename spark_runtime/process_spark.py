@@ -123,8 +123,9 @@ def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) 
 
 
 # The genomes cross as one JSON document, which orjson writes and reads several times faster
-# than json (16 evolved CPPN genomes on the 2-core VM: 0.1 + 0.3 ms; as canonical texts
-# escaped inside the header, the format before this one, 0.7 + 1.2 ms), unless orjson could
+# than json (16 evolved CPPN genomes on the 2-core VM, bench/sparks.py part 1: packed in
+# 0.1-0.2 ms and read in 0.3 ms; as canonical texts escaped inside the header, the format
+# before this one, 0.7 + 1.2 ms, timed in a scratch script), unless orjson could
 # change a JSON value: it writes NaN and infinity as null and reads integers past 64 bits as
 # floats (it refuses to write those). A document with null in it, or one orjson cannot write,
 # goes through json, and the header names the parser that reads it back. (Genomes are JSON
@@ -314,8 +315,9 @@ class ProcessSpark:
         self._pixels = ParentPixels()  # the child's shared reply memory, once it sends it
         # Every reply's pixels are copied into a fresh few-megabyte buffer here. Whether glibc
         # then faults its pages in anew each time depends on the heap's history: in the
-        # transport benchmark every reply of 16 images at 256 px faulted ~1,700 pages in,
-        # 5-6 ms a reply against 2.0 ms with the heap kept (2-core VM; spark_runtime.heap).
+        # reply-transport part of bench/sparks.py, before this, every reply of 16 images at
+        # 256 px faulted ~1,700 pages in, 5-6 ms a reply against 2.0 ms with the heap kept
+        # (2-core VM; spark_runtime.heap).
         keep_freed_memory()
 
     @property

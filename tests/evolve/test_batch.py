@@ -29,11 +29,12 @@ def object_files(root: Path) -> list[Path]:
 
 def step_by_step(session: Session, fitness: NoveltyFitness, generations: int) -> Any:
     """The reference a batch run must equal: rate + evolve, one generation at a time, each
-    scored from its stored PNGs; returns the last snapshot."""
-    snapshot, state = session.head(), {}
+    scored from its stored PNGs with the fitness state stored in its snapshot; returns the
+    last snapshot."""
+    snapshot = session.head()
     for _ in range(generations):
         images = [decode(session.store.objects.get(sha)) for sha in snapshot.images]
-        scores, state = fitness.evaluate(images, state)
+        scores, state = fitness.evaluate(images, snapshot.settings.get("fitness", {}).get("state", {}))
         session.rate({i: round(min(5.0, max(0.0, s)), 4) for i, s in enumerate(scores)}, snapshot=snapshot)
         snapshot = session.evolve(extra={"fitness": {"spec": fitness.spec, "state": state}})
     return snapshot
