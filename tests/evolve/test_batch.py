@@ -15,16 +15,13 @@ from imagery import GeneratorError
 from spark_runtime.image_codec import decode
 from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
+from tests.evolve.conftest import object_files
 
 POP, SIZE = 6, 32
 
 
 def new_session(store: Store) -> Session:
     return Session.create(store, RunSpec(name="r", population=POP, size=SIZE, seed=1))
-
-
-def object_files(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "objects").rglob("*") if p.is_file())
 
 
 def step_by_step(session: Session, fitness: NoveltyFitness, generations: int) -> Any:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from evolve.fitness import NoveltyFitness
 from evolve.session import RunSpec, Session, SessionError
 from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
+from tests.evolve.conftest import object_files
 
 POP, SIZE = 6, 32
 
@@ -182,32 +184,36 @@ def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) 
     assert events[-1] == "publish" and events.count("render") == 3
 
 
+def before_second_batch(session: Session, action: Callable[[], None]) -> None:
+    """Wrap the session's spark so that ``action`` runs as its second render batch starts."""
+    real, calls = session.spark.render, []
+
+    def render(genomes, size, progress=None):
+        calls.append(len(genomes))
+        if len(calls) == 2:
+            action()
+        return real(genomes, size, progress)
+
+    session.spark.render = render  # type: ignore[method-assign]
+
+
 @needs_syncfs
 def test_a_write_error_the_writer_meets_while_settling_stops_the_generation(tmp_path: Path) -> None:
     # The sync that met the error reports it once: publish's own sync would not see it, so
     # the error must come back from the writer, and nothing of the generation may stay.
     store = Store(tmp_path)
     session = new_session(store)
-    head = session.head()
-    objects = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
-    real_render = session.spark.render
-    calls = []
-
-    def render(genomes, size, progress=None):
-        calls.append(len(genomes))
-        if len(calls) == 2:
-            time.sleep(0.2)  # the writer reaches the first batch's sync meanwhile
-        return real_render(genomes, size, progress)
+    head, objects = session.head(), object_files(tmp_path)
 
     def failing_settle():
         raise StoreError("cannot write objects to the store: Input/output error")
 
-    session.spark.render = render  # type: ignore[method-assign]
+    before_second_batch(session, lambda: time.sleep(0.2))  # the writer reaches the first sync
     store.objects.settle = failing_settle  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="Input/output error"):
         session.evolve(fitness=[1.0] * POP, chunks=3)
     assert session.head().id == head.id
-    assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects
+    assert object_files(tmp_path) == objects
 
 
 CRASH_SCRIPT = """
@@ -271,25 +277,18 @@ def test_sessions_sharing_a_branch_always_build_on_the_latest_head(tmp_path: Pat
 def test_a_render_failing_mid_generation_leaves_no_trace(tmp_path: Path) -> None:
     from imagery import GeneratorError
 
-    store = Store(tmp_path)
-    session = new_session(store)
-    head = session.head()
-    objects = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
-    real = session.spark.render
-    calls = []
+    session = new_session(Store(tmp_path))
+    head, objects = session.head(), object_files(tmp_path)
 
-    def failing_second_batch(genomes, size, progress=None):
-        calls.append(len(genomes))
-        if len(calls) == 2:
-            raise GeneratorError("the second batch failed")
-        return real(genomes, size, progress)
+    def fail() -> None:
+        raise GeneratorError("the second batch failed")
 
-    session.spark.render = failing_second_batch  # type: ignore[method-assign]
+    before_second_batch(session, fail)
     with pytest.raises(SessionError, match="the second batch failed"):
         session.evolve(fitness=[1.0] * POP)
     assert session.head().id == head.id
     # The first batch had been encoded and staged; nothing of it may stay behind.
-    assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects
+    assert object_files(tmp_path) == objects
 
 
 @needs_syncfs
@@ -299,7 +298,7 @@ def test_a_commit_check_failing_after_the_render_leaves_no_trace(tmp_path: Path)
 
     store = Store(tmp_path)
     session = new_session(store)
-    objects = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    objects = object_files(tmp_path)
 
     def refuse(**_kwargs):
         raise StoreError("branch 'main' moved; reload")
@@ -307,4 +306,4 @@ def test_a_commit_check_failing_after_the_render_leaves_no_trace(tmp_path: Path)
     store.prepare_generation = refuse  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="moved"):
         session.evolve(fitness=[1.0] * POP)
-    assert sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file()) == objects
+    assert object_files(tmp_path) == objects
