@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,8 @@ class StagedObjects:
 
     shas: list[str]
     pending: list[tuple[str, str]] = field(default_factory=list)
+    # The store's count of write errors its syncs had reported when these were staged.
+    errors_before: int = 0
 
 
 # Random per process (processes on several machines may share the folder), then a counter.
@@ -166,13 +169,16 @@ class ObjectStore:
             self.url = local.absolute().as_uri()
             local.mkdir(parents=True, exist_ok=True)
             if _SYNCFS is not None:
-                # Every sync goes through this one descriptor, open as long as the store. A
-                # sync reports the write errors on the file system since its descriptor was
-                # opened, each once: a descriptor opened for each sync would miss an error
-                # that the kernel's own writeback, or an earlier sync (``settle``), met first,
-                # and publish bytes that never reached the disk.
+                # Every sync goes through this one descriptor, open as long as the store (closed
+                # when it is collected). Since Linux 5.8 a sync reports each write error on the
+                # file system once per open descriptor: one opened for each sync would miss an
+                # error that another sync, this store's or another process's, reported first.
+                # An error one sync reports is counted, so that a batch staged before it, whose
+                # bytes may be what was lost, is never published by a sync that sees nothing.
                 self._sync_fd = os.open(local, os.O_RDONLY)
-                self._close_sync_fd = weakref.finalize(self, os.close, self._sync_fd)
+                weakref.finalize(self, os.close, self._sync_fd)
+                self._sync_lock = threading.Lock()
+                self._sync_errors = 0
             return
         import fsspec
 
@@ -281,6 +287,7 @@ class ObjectStore:
                     list(pool.map(self._put, shas, blobs))
             return StagedObjects(shas, [])
         pending: list[tuple[str, str]] = []
+        errors_before = self._sync_errors
         try:
             for sha, data in dict(zip(shas, blobs, strict=True)).items():
                 folder, final = self._local_file(sha)
@@ -289,7 +296,7 @@ class ObjectStore:
         except BaseException:
             self.discard([StagedObjects(shas, pending)])
             raise
-        return StagedObjects(shas, pending)
+        return StagedObjects(shas, pending, errors_before)
 
     def publish(self, batches: Sequence[StagedObjects]) -> None:
         """Make staged objects durable and visible (two file-system syncs in all)."""
@@ -298,13 +305,17 @@ class ObjectStore:
             return
         assert isinstance(self.root, Path) and _SYNCFS is not None
         try:
+            self._sync()
+            if any(batch.errors_before != self._sync_errors for batch in batches if batch.pending):
+                raise StoreError(
+                    f"cannot write objects to {self.root}: a write error was reported since these were written"
+                )
             with _write_errors(str(self.root)):
-                _SYNCFS(self._sync_fd)
                 while pending:
                     tmp, final = pending[-1]
                     os.replace(tmp, final)
                     pending.pop()
-                _SYNCFS(self._sync_fd)
+            self._sync()
         finally:
             for tmp, _ in pending:
                 with contextlib.suppress(FileNotFoundError):
@@ -320,14 +331,16 @@ class ObjectStore:
             StoreError: a write on the file system failed; what is staged must not be published.
         """
         if self._fs is None and _SYNCFS is not None:
-            with _write_errors(str(self.root)):
-                _SYNCFS(self._sync_fd)
+            self._sync()
 
-    def close(self) -> None:
-        """Let go of the descriptor syncs go through (also done when the store is collected)."""
-        if self._fs is None and _SYNCFS is not None:
-            self._close_sync_fd()
-            self._sync_fd = -1  # a sync after this fails (EBADF), never reaches another file
+    def _sync(self) -> None:
+        """One ``syncfs`` through the store's descriptor; an error it reports is counted."""
+        with self._sync_lock, _write_errors(str(self.root)):
+            try:
+                _SYNCFS(self._sync_fd)
+            except OSError:
+                self._sync_errors += 1
+                raise
 
     @staticmethod
     def discard(batches: Sequence[StagedObjects]) -> None:

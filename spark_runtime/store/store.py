@@ -81,7 +81,6 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
-        self.objects.close()
 
     def __enter__(self) -> Store:
         return self

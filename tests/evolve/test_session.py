@@ -204,11 +204,13 @@ def test_a_write_error_the_writer_meets_while_settling_stops_the_generation(tmp_
     store = Store(tmp_path)
     session = new_session(store)
     head, objects = session.head(), object_files(tmp_path)
+    settled = threading.Event()
 
     def failing_settle():
+        settled.set()
         raise StoreError("cannot write objects to the store: Input/output error")
 
-    before_second_batch(session, lambda: time.sleep(0.2))  # the writer reaches the first sync
+    before_second_batch(session, lambda: settled.wait(10))  # the writer runs the first sync
     store.objects.settle = failing_settle  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="Input/output error"):
         session.evolve(fitness=[1.0] * POP, chunks=3)
