@@ -426,16 +426,15 @@ class Session:
                     # (bench/sparks.py part 2, 16 images at 256 px, 2-core VM: publish took
                     # 1.4 ms, against 2.7 ms before settling).
                     settles.append(WRITER.submit(self.store.objects.settle))
-            for settle in settles:
-                # One the writer has not reached is left to publish; one it ran may have met
-                # a write error, which must stop this generation (publish would not see it).
-                if not settle.cancel():
-                    settle.result()
+            # A sync the writer has not reached is left to publish.
+            started = [settle for settle in settles if not settle.cancel()]
             # Rendering is over: this thread encodes the images no writer has started (from
             # the last, while the writer works from the first).
             for future, key, image in reversed(jobs):
                 shas[key], batch = self._store_image(image) if future.cancel() else future.result()
                 staged.append(batch)
+            for settle in started:
+                settle.result()  # a write error it met stops the generation
         except BaseException:
             for settle in settles:
                 settle.cancel()
