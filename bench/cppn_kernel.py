@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.genomes import mutated  # noqa: E402
 from bench.timing import interleaved_medians  # noqa: E402
 from imagery import cppn_kernel, cppn_render  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
@@ -59,14 +60,6 @@ def python_busy_thread(work: Any) -> Iterator[None]:
         thread.join()
 
 
-def evolved(generator: CPPN, population: int, generations: int) -> list[dict]:
-    rng = np.random.default_rng(0)
-    genomes = generator.random(rng, population)
-    for _ in range(generations):
-        genomes = [generator.mutate(g, rng, 0.35) for g in genomes]
-    return genomes
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--population", type=int, default=16)
@@ -75,7 +68,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=10, help="mutations before timing (bigger networks)")
     args = parser.parse_args()
     generator = CPPN.from_config({})
-    genomes = evolved(generator, args.population, args.generations)
+    rng = np.random.default_rng(0)
+    genomes = mutated(generator, generator.random(rng, args.population), args.generations, 0.35, rng)
 
     def render() -> np.ndarray:
         return generator.render_pixels(genomes, args.size)

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.genomes import mutated  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
 from imagery.cppn_genome import INPUT_IDS, OUTPUT_IDS  # noqa: E402
 from imagery.cppn_kernel import PRE_LIMIT  # noqa: E402
@@ -176,9 +177,7 @@ def main() -> None:
 
     generator = CPPN.from_config({"device": args.device})
     rng = np.random.default_rng(2024)
-    population = generator.random(rng, args.population)
-    for _ in range(args.generations):
-        population = [generator.mutate(g, rng, 0.5) for g in population]
+    population = mutated(generator, generator.random(rng, args.population), args.generations, 0.5, rng)
     color, size = generator.config["color"], args.size
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = "cuda" if cuda else "cpu"

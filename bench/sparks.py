@@ -56,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.timing import Timed, interleaved, interleaved_medians  # noqa: E402
+from bench.genomes import mutated  # noqa: E402
+from bench.timing import Timed, interleaved, interleaved_medians, seconds  # noqa: E402
 from evolve.engine import Engine  # noqa: E402
 from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
@@ -138,15 +139,20 @@ def transport(count: int, size: int, repeats: int) -> None:
     print(f"     inside the reply frame  {framed * 1000:6.2f} ms  ({framed / shared:.2f}x the shared-memory reply)")
 
 
-def request_cost(genomes: list[dict], size: int, repeats: int) -> None:
+# Mutation rounds the request's genomes go through, so their networks are a run's size.
+REQUEST_ROUNDS = 8
+
+
+def request_cost(generator: Any, genomes: list[dict], size: int, repeats: int) -> None:
     """What a render request costs on each side: packing it here, reading it in the spark."""
+    genomes = mutated(generator, genomes, REQUEST_ROUNDS, 1.0, np.random.default_rng(1))
     frame = pack_request(genomes, size, progress=False)
     times = interleaved_medians(
         {"pack": lambda: pack_request(genomes, size, progress=False), "read": lambda: unpack_request(*unpack(frame))},
         repeats,
     )
     print(
-        f"   request of {len(genomes)} genomes mutated 8 times ({len(frame) // 1024} KiB, median of {repeats}): "
+        f"   request of {len(genomes)} genomes mutated {REQUEST_ROUNDS} times ({len(frame) // 1024} KiB, median of {repeats}): "
         f"packed in {times['pack'] * 1000:.2f} ms, read in {times['read'] * 1000:.2f} ms"
     )
 
@@ -222,7 +228,7 @@ class MeanLevel:
 
 # A batch run is timed in blocks this long, each followed at once by its reference renders:
 # a machine's speed can drift within a minute (on the 2-core VM these figures were first
-# taken on, the same renders measured 62 ms inside a run and 87 ms alone a minute later),
+# taken on, the same renders once measured 62 ms inside a run and 87 ms alone a minute later),
 # so a reference taken at the end of a long run can be slower or faster than every render
 # in it.
 BATCH_BLOCK = 8
@@ -232,9 +238,9 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
     print(f"\n3. Overhead per generation in a batch run: Session.run_auto on a {kind} spark, population {population} at {size} px")
     spark = InProcessSpark(CPPN, {})  # the reference renders here, in this process
     used = spark if kind == "local" else SparkPool([ProcessSpark(CPPN, {}, threads=1)])
-    counted = MeanLevel()
-    fitness = Timed(counted.evaluate)
-    counted.evaluate = fitness  # type: ignore[method-assign]
+    mean_level = MeanLevel()
+    scoring = Timed(mean_level.evaluate)
+    mean_level.evaluate = scoring  # type: ignore[method-assign]
     tell = Timed(Engine.tell)
     # Per generation: interval, fitness + GA, the render call inside the run, render alone.
     rows: list[tuple[float, float, float, float]] = []
@@ -242,20 +248,20 @@ def batch_overhead(population: int, size: int, generations: int, kind: str, stor
         spec = RunSpec(name="bench", population=population, size=size, seed=3)
         session = Session.create(_store(tmp), spec, spark=used)
         store = session.store
-        session.run_auto(counted, 3)  # warm-up: torch, the store, the first pictures
+        session.run_auto(mean_level, 3)  # warm-up: torch, the store, the first pictures
         render = Timed(session.render)
         session.render = render  # type: ignore[method-assign]
         Engine.tell = lambda engine, *a, **k: tell(engine, *a, **k)  # type: ignore[method-assign]
         try:
             for _ in range(max(1, -(-generations // BATCH_BLOCK))):
-                rows.extend(_batch_block(session, counted, (fitness, tell), render, spark, size))
+                rows.extend(_batch_block(session, mean_level, (scoring, tell), render, spark, size))
         finally:
             Engine.tell = tell.inner  # type: ignore[method-assign]
         store.close()
     if used is not spark:
         used.close()
     shares = [(interval - told - alone) / alone for interval, told, _, alone in rows]
-    interval, told, inside, alone = (sum(column) for column in zip(*rows, strict=True))
+    interval, told, _, alone = (sum(column) for column in zip(*rows, strict=True))
     # Split in two: the time the render call does not cover, measured within each interval
     # (drift enters only through its scale, the render alone), and the render call itself
     # against the render alone (contention with the writer and the store thread, and for a process
@@ -284,11 +290,11 @@ def neighbour_cost(genomes: list[dict], size: int, repeats: int) -> None:
     spark.render(genomes, size)
     alone, beside = [], []
     for _ in range(repeats):
-        alone.append(_seconds(spark.render, genomes, size))
+        alone.append(seconds(spark.render, genomes, size))
         busy = subprocess.Popen([sys.executable, "-c", _BUSY])
         try:
             time.sleep(0.2)  # the busy process is up and spinning
-            beside.append(_seconds(spark.render, genomes, size))
+            beside.append(seconds(spark.render, genomes, size))
         finally:
             busy.kill()
             busy.wait()
@@ -316,11 +322,11 @@ def _reference(store: Store, parent: Any, child: Any, spark: InProcessSpark, siz
     thread, as a process spark has), median of ``REFERENCE_RENDERS``."""
     old = set(parent.population)
     new = [g for i, g in zip(child.population, store.genomes(child), strict=True) if i not in old]
-    return statistics.median(_seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
+    return statistics.median(seconds(spark.render, new, size) for _ in range(REFERENCE_RENDERS))
 
 
 def _batch_block(
-    session: Session, fitness: Any, counted: tuple[Timed, Timed], render: Timed, spark: InProcessSpark, size: int
+    session: Session, fitness: Any, not_counted: tuple[Timed, Timed], render: Timed, spark: InProcessSpark, size: int
 ) -> list[tuple[float, float, float, float]]:
     """One block of a batch run, then its reference renders at once.
 
@@ -328,11 +334,11 @@ def _batch_block(
     rendered: the time from report j - 1 to report j holds that one render. The time before
     the first report (the start, and two renders) and after the last but one (the last
     commit alone) are left out: in a long run they are two generations among many.
-    ``counted``: the fitness and the GA, whose seconds are not overhead."""
+    ``not_counted``: the timers of the fitness and the GA, whose seconds are not overhead."""
     marks: list[tuple[float, float, float]] = []  # (time, fitness + GA seconds, render seconds) at each report
 
     def mark(*_: Any) -> None:
-        marks.append((time.perf_counter(), sum(timer.seconds for timer in counted), render.seconds))
+        marks.append((time.perf_counter(), sum(timer.seconds for timer in not_counted), render.seconds))
 
     session.run_auto(fitness, BATCH_BLOCK, progress=mark)
     store = session.store
@@ -342,12 +348,6 @@ def _batch_block(
         alone = _reference(store, history[j + 1], history[j + 2], spark, size)
         rows.append((*(now - before for now, before in zip(marks[j], marks[j - 1], strict=True)), alone))
     return rows
-
-
-def _seconds(render: Any, genomes: list[dict], size: int) -> float:
-    start = time.perf_counter()
-    render(genomes, size)
-    return time.perf_counter() - start
 
 
 def _tiny_blobs(session: Session, image: Any) -> tuple[tuple[str, str], Any]:
@@ -391,11 +391,7 @@ def main() -> int:
     if not args.skip_throughput:
         throughput(genomes, args.size, args.repeats)
         transport(args.population, args.size, 5 * args.repeats)
-        rng = np.random.default_rng(1)
-        mutated = genomes
-        for _ in range(8):
-            mutated = [generator.mutate(g, rng, 1.0) for g in mutated]
-        request_cost(mutated, args.size, 5 * args.repeats)
+        request_cost(generator, genomes, args.size, 5 * args.repeats)
     results = [overhead(args.population, args.size, args.generations, args.chunks, kind, args.store_dir) for kind in args.spark]
     if args.batch_generations:
         results.extend(batch_overhead(args.population, args.size, args.batch_generations, kind, args.store_dir) for kind in args.spark)

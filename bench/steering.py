@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.genomes import mutated  # noqa: E402
 from evolve.agent import Agent, AgentConfig  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
@@ -69,9 +70,7 @@ def hidden_target(seed: int, size: int) -> np.ndarray:
     """
     generator = CPPN.from_config({})
     rng = np.random.default_rng(10_000 + seed)
-    genomes = generator.random(rng, 4)
-    for _ in range(4):
-        genomes = [generator.mutate(g, rng, 0.5) for g in genomes]
+    genomes = mutated(generator, generator.random(rng, 4), 4, 0.5, rng)
     pictures = pixels(generator.render(genomes, size))
     return pictures[int(np.argmax(pictures.std(axis=(1, 2, 3))))]
 

@@ -9,15 +9,20 @@ from collections.abc import Callable
 from typing import Any
 
 
+def seconds(call: Callable[..., Any], *args: Any) -> float:
+    """How long one ``call(*args)`` took."""
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
+
+
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
     """Seconds each call took, round by round: the calls alternate, so that a busy spell on
     the machine hits every one of them alike."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(seconds(call))
     return times
 
 

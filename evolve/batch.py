@@ -23,7 +23,7 @@ from PIL import Image
 
 from evolve.engine import Candidate
 from evolve.fitness import AutoFitness, fitness_from_events
-from evolve.session import WRITER, Progress, Session, SessionError, drop_jobs, render_keys
+from evolve.session import WRITER, Progress, Session, SessionError, drop_jobs, render_groups
 from spark_runtime.image_codec import decode
 
 # (``evolve.session`` imports this module only when a batch run starts.)
@@ -144,14 +144,11 @@ def _render(
     image to the writer.
 
     Returns:
-        each position's render key (``render_keys``), the writer job of each key rendered,
+        each position's render key (``render_groups``), the writer job of each key rendered,
         and its picture.
     """
-    keys = render_keys(children)
-    todo: dict[Any, int] = {}  # key -> the first position that shows it
-    for position, key in enumerate(keys):
-        if key not in known and key not in todo:
-            todo[key] = position
+    keys, groups = render_groups(children)
+    todo = {key: places[0] for key, places in groups.items() if key not in known}  # key -> first position
     rendered = session.render([children[p].genome for p in todo.values()])
     fresh = dict(zip(todo, rendered, strict=True))
     return keys, {key: WRITER.submit(session._store_image, image) for key, image in fresh.items()}, fresh

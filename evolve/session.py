@@ -386,10 +386,7 @@ class Session:
         """
         announce = on_image or (lambda position, image, sha: None)
         total = len(population)
-        keys = render_keys(population)
-        groups: dict[Any, list[int]] = {}
-        for position, key in enumerate(keys):
-            groups.setdefault(key, []).append(position)
+        keys, groups = render_groups(population)
         shas: dict[Any, tuple[str, str]] = {}
         if parent is not None:
             for cid, image_sha, thumb_sha in zip(parent.population, parent.images, parent.thumbs, strict=True):
@@ -424,7 +421,7 @@ class Session:
                     # staging one), a writer makes what is staged durable while the next batch
                     # renders: publish then syncs little more than the last batch's bytes
                     # (bench/sparks.py part 2, 16 images at 256 px, 2-core VM: publish took
-                    # 1.4 ms, against 2.7 ms before settling).
+                    # 1.4 ms, against 2.7 ms at the commit before settling came in).
                     settles.append(WRITER.submit(self.store.objects.settle))
             # A sync the writer has not reached is left to publish.
             started = [settle for settle in settles if not settle.cancel()]
@@ -472,13 +469,18 @@ def drop_jobs(store: Store, jobs: Sequence[Future[tuple[Any, StagedObjects]]]) -
             store.objects.discard([job.result()[1]])
 
 
-def render_keys(population: Sequence[Candidate]) -> list[Any]:
-    """What each position renders as. Candidates whose ids are known (elites, carried over)
-    go by id, so the parent's images serve them. New children have no id yet: hashing their
-    genomes here would hold up the render, so each renders as it is, under its position, and
-    is hashed once the render is over (an exact copy of another genome just renders twice,
-    to the same bytes)."""
-    return [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
+def render_groups(population: Sequence[Candidate]) -> tuple[list[Any], dict[Any, list[int]]]:
+    """What each position renders as, and the positions of each such key, in order.
+
+    Candidates whose ids are known (elites, carried over) go by id, so the parent's images
+    serve them. New children have no id yet: hashing their genomes here would hold up the
+    render, so each renders as it is, under its position, and is hashed once the render is
+    over (an exact copy of another genome just renders twice, to the same bytes)."""
+    keys = [c.known_id if c.known_id is not None else position for position, c in enumerate(population)]
+    groups: dict[Any, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    return keys, groups
 
 
 def _batches(items: Sequence[T], chunks: int) -> list[Sequence[T]]:

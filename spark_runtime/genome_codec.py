@@ -84,11 +84,16 @@ def encode(genome: dict[str, Any]) -> tuple[str, bytes | None]:
 
 
 def decode(data_json: str, tensor_blob: bytes | None = None) -> dict[str, Any]:
-    genome = json.loads(data_json)
+    return join(json.loads(data_json), tensor_blob)
+
+
+def join(data: dict[str, Any], tensor_blob: bytes | None = None) -> dict[str, Any]:
+    """The genome from its parsed JSON part (completed in place) and its safetensors bytes:
+    the inverse of ``split`` plus ``encode_tensors``."""
     tensors = decode_tensors(tensor_blob)
     if tensors:
-        genome[TENSORS_KEY] = tensors
-    return genome
+        data[TENSORS_KEY] = tensors
+    return data
 
 
 @dataclass(frozen=True)

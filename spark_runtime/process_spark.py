@@ -115,11 +115,8 @@ def unpack_request(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) 
         raise SparkError("malformed render request: the genome document is not JSON") from None
     if not isinstance(parts, list) or len(parts) != len(slots) or not all(isinstance(p, dict) for p in parts):
         raise SparkError("malformed render request: genomes and tensors do not match")
-    for part, slot in zip(parts, slots, strict=True):
-        tensors = genome_codec.decode_tensors(None if slot is None else bytes(blobs[slot]))
-        if tensors:
-            part[genome_codec.TENSORS_KEY] = tensors
-    return parts, size
+    genomes = [genome_codec.join(part, None if slot is None else bytes(blobs[slot])) for part, slot in zip(parts, slots, strict=True)]
+    return genomes, size
 
 
 # The genomes cross as one JSON document, which orjson writes and reads several times faster

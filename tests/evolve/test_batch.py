@@ -10,18 +10,17 @@ from typing import Any
 import pytest
 
 from evolve.fitness import NoveltyFitness
-from evolve.session import RunSpec, Session, SessionError
+from evolve.session import Session, SessionError
 from imagery import GeneratorError
 from spark_runtime.image_codec import decode
 from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
-from tests.evolve.conftest import object_files
-
-POP, SIZE = 6, 32
-
-
-def new_session(store: Store) -> Session:
-    return Session.create(store, RunSpec(name="r", population=POP, size=SIZE, seed=1))
+from tests.evolve.conftest import (
+    POP,
+    before_render,
+    new_session,
+    stored_and_committed,
+)
 
 
 def step_by_step(session: Session, fitness: NoveltyFitness, generations: int) -> Any:
@@ -146,29 +145,24 @@ def test_a_store_failure_stops_the_run_and_keeps_what_was_committed(tmp_path: Pa
     assert head.generation == 2
     # The objects on disk are exactly those of the committed generations: generation 3's
     # and the one rendering beside its commit went.
-    referenced = {sha for s in store.history(session.branch) for sha in (*s.images, *s.thumbs)}
-    assert {p.parent.name + p.name for p in object_files(tmp_path)} == referenced
+    on_disk, referenced = stored_and_committed(store, session, tmp_path)
+    assert on_disk == referenced
 
 
 @needs_syncfs
 def test_a_render_failure_lets_the_commit_under_way_land(tmp_path: Path) -> None:
     store = Store(tmp_path)
     session = new_session(store)
-    real = session.spark.render
-    calls = []
 
-    def render(genomes, size, progress=None):
-        calls.append(len(genomes))
-        if len(calls) == 3:  # generation 3
-            raise GeneratorError("the spark ran out of memory")
-        return real(genomes, size, progress)
+    def fail() -> None:
+        raise GeneratorError("the spark ran out of memory")
 
-    session.spark.render = render  # type: ignore[method-assign]
+    before_render(session, 3, fail)  # generation 3
     with pytest.raises(SessionError, match="out of memory"):
         session.run_auto(NoveltyFitness(), generations=5)
     assert session.head().generation == 2  # generation 2 was committing beside the failure
-    referenced = {sha for s in store.history(session.branch) for sha in (*s.images, *s.thumbs)}
-    assert {p.parent.name + p.name for p in object_files(tmp_path)} == referenced
+    on_disk, referenced = stored_and_committed(store, session, tmp_path)
+    assert on_disk == referenced
     head = session.run_auto(NoveltyFitness(), generations=1)  # and the run carries on
     assert head.generation == 3
 
@@ -190,8 +184,8 @@ def test_storing_the_scores_failing_on_the_store_thread_leaves_no_trace(tmp_path
     with pytest.raises(StoreError, match="disk full"):
         session.run_auto(NoveltyFitness(), generations=5)
     assert session.head().generation == 1
-    referenced = {sha for s in store.history(session.branch) for sha in (*s.images, *s.thumbs)}
-    assert {p.parent.name + p.name for p in object_files(tmp_path)} == referenced
+    on_disk, referenced = stored_and_committed(store, session, tmp_path)
+    assert on_disk == referenced
 
 
 def test_a_batch_run_with_the_agent_attached_is_refused(tmp_path: Path) -> None:

@@ -8,22 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from evolve.fitness import NoveltyFitness
-from evolve.session import RunSpec, Session, SessionError
+from evolve.session import Session, SessionError
 from spark_runtime.store import Store, StoreError
 from tests.conftest import needs_syncfs
-from tests.evolve.conftest import object_files
-
-POP, SIZE = 6, 32
-
-
-def new_session(store: Store, name: str = "r", seed: int = 1) -> Session:
-    return Session.create(store, RunSpec(name=name, population=POP, size=SIZE, seed=seed))
+from tests.evolve.conftest import POP, before_render, new_session, object_files
 
 
 def image_bytes(store: Store, snapshot) -> list[bytes]:
@@ -184,19 +177,6 @@ def test_the_writer_syncs_staged_batches_while_the_next_renders(tmp_path: Path) 
     assert events[-1] == "publish" and events.count("render") == 3
 
 
-def before_second_batch(session: Session, action: Callable[[], None]) -> None:
-    """Wrap the session's spark so that ``action`` runs as its second render batch starts."""
-    real, calls = session.spark.render, []
-
-    def render(genomes, size, progress=None):
-        calls.append(len(genomes))
-        if len(calls) == 2:
-            action()
-        return real(genomes, size, progress)
-
-    session.spark.render = render  # type: ignore[method-assign]
-
-
 @needs_syncfs
 def test_a_write_error_the_writer_meets_while_settling_stops_the_generation(tmp_path: Path) -> None:
     # The sync that met the error reports it once: publish's own sync would not see it, so
@@ -210,7 +190,10 @@ def test_a_write_error_the_writer_meets_while_settling_stops_the_generation(tmp_
         settled.set()
         raise StoreError("cannot write objects to the store: Input/output error")
 
-    before_second_batch(session, lambda: settled.wait(10))  # the writer runs the first sync
+    def wait_for_the_sync() -> None:
+        assert settled.wait(10)  # the writer runs the first batch's sync meanwhile
+
+    before_render(session, 2, wait_for_the_sync)
     store.objects.settle = failing_settle  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="Input/output error"):
         session.evolve(fitness=[1.0] * POP, chunks=3)
@@ -285,7 +268,7 @@ def test_a_render_failing_mid_generation_leaves_no_trace(tmp_path: Path) -> None
     def fail() -> None:
         raise GeneratorError("the second batch failed")
 
-    before_second_batch(session, fail)
+    before_render(session, 2, fail)
     with pytest.raises(SessionError, match="the second batch failed"):
         session.evolve(fitness=[1.0] * POP)
     assert session.head().id == head.id

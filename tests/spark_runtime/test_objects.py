@@ -132,6 +132,11 @@ def test_staged_objects_are_invisible_until_published(tmp_path) -> None:
     assert first.pending == []
 
 
+def _failing_sync(fd: int) -> None:
+    """A sync that meets a write error (EIO), as ``syncfs`` reports one."""
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
 def _same_folder(fd: int, folder) -> bool:
     return os.path.samestat(os.fstat(fd), os.stat(folder))
 
@@ -156,10 +161,7 @@ def test_a_write_error_a_sync_meets_is_one_line_and_publishes_nothing(tmp_path, 
     store = ObjectStore(tmp_path / "objects")
     staged = store.stage([b"never durable"])
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(objects_module, "_SYNCFS", failing)
+    monkeypatch.setattr(objects_module, "_SYNCFS", _failing_sync)
     for call in (store.settle, lambda: store.publish([staged])):
         with pytest.raises(StoreError, match=r"^cannot write objects to .*objects: Input/output error$"):
             call()
@@ -175,10 +177,7 @@ def test_a_batch_staged_before_a_reported_write_error_is_never_published(tmp_pat
     before = store.stage([b"staged before the error"])
     real = objects_module._SYNCFS
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(objects_module, "_SYNCFS", failing)
+    monkeypatch.setattr(objects_module, "_SYNCFS", _failing_sync)
     with pytest.raises(StoreError, match="Input/output error"):
         store.settle()
     monkeypatch.setattr(objects_module, "_SYNCFS", real)
