@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,6 +39,8 @@ Progress = Callable[[int, int], None]
 WRITER = ThreadPoolExecutor(max_workers=max(1, min(2, cores() - 1)), thread_name_prefix="store-writer")
 # on_image(position, image or None, stored thumbnail sha or None)
 OnImage = Callable[[int, Any, str | None], None]
+# on_thumb(position, JPEG bytes): a new image's grid thumbnail, the very bytes the commit stores
+OnThumb = Callable[[int, bytes], None]
 
 
 class SessionError(ValueError):
@@ -205,6 +208,7 @@ class Session:
         extra: dict[str, Any] | None = None,
         on_image: OnImage | None = None,
         chunks: int = RENDER_BATCHES,
+        on_thumb: OnThumb | None = None,
     ) -> Any:
         """Tell the head's ratings (or explicit fitness), render and commit the next generation.
 
@@ -215,6 +219,9 @@ class Session:
             extra: more JSON to keep in the new snapshot's settings.
             on_image: ``on_image(position, image, None)`` the moment a new image renders, and
                 ``on_image(position, None, thumb_sha)`` for one reused from the parent.
+            on_thumb: ``on_thumb(position, jpeg)`` once a new image's grid thumbnail is
+                encoded (by a writer thread, or this one), before it is written: the browser
+                shows the stored thumbnail's own bytes without a second encoding.
             chunks: render calls the new images are split into; each finished batch is
                 encoded and written while the next one renders.
         """
@@ -239,6 +246,7 @@ class Session:
             progress=progress,
             on_image=on_image,
             chunks=chunks,
+            on_thumb=on_thumb,
         )
 
     def run_auto(self, fitness: AutoFitness, generations: int, progress: Progress | None = None) -> Any:
@@ -311,8 +319,9 @@ class Session:
         progress: Progress | None,
         on_image: OnImage | None = None,
         chunks: int = RENDER_BATCHES,
+        on_thumb: OnThumb | None = None,
     ) -> Any:
-        images, thumbs, staged = self._render(population, parent, progress, on_image, chunks)
+        images, thumbs, staged = self._render(population, parent, progress, on_image, chunks, on_thumb)
         settings = {"engine": engine.settings.to_dict(), **extra}
         return self._finish(population, parent, generation, consumed, images, thumbs, staged, engine.rng_state, settings, progress)
 
@@ -373,6 +382,7 @@ class Session:
         progress: Progress | None,
         on_image: OnImage | None,
         chunks: int,
+        on_thumb: OnThumb | None = None,
     ) -> tuple[list[str], list[str], list[StagedObjects]]:
         """Render the genomes the parent does not already show, and stage their images.
 
@@ -396,7 +406,8 @@ class Session:
                         announce(position, None, thumb_sha)
         todo = [(key, places) for key, places in groups.items() if key not in shas]
         done = total - sum(len(places) for _, places in todo)
-        jobs: list[tuple[Future[tuple[tuple[str, str], StagedObjects]], Any, Any]] = []
+        # (writer job, render key, the job's call: run here if no writer has started it)
+        jobs: list[tuple[Future[tuple[tuple[str, str], StagedObjects]], Any, Callable[[], Any]]] = []
         settles: list[Future[None]] = []
         staged: list[StagedObjects] = []
         try:
@@ -415,7 +426,9 @@ class Session:
                 for (key, places), image in zip(part, rendered, strict=True):
                     for position in places:
                         announce(position, image, None)
-                    jobs.append((WRITER.submit(self._store_image, image), key, image))
+                    shown = None if on_thumb is None else partial(_show_thumb, on_thumb, places)
+                    call = partial(self._store_image, image, shown)
+                    jobs.append((WRITER.submit(call), key, call))
                 if number < len(parts):
                     # After this batch's images (FIFO; with two writers the other may still be
                     # staging one), a writer makes what is staged durable while the next batch
@@ -427,8 +440,8 @@ class Session:
             started = [settle for settle in settles if not settle.cancel()]
             # Rendering is over: this thread encodes the images no writer has started (from
             # the last, while the writer works from the first).
-            for future, key, image in reversed(jobs):
-                shas[key], batch = self._store_image(image) if future.cancel() else future.result()
+            for future, key, call in reversed(jobs):
+                shas[key], batch = call() if future.cancel() else future.result()
                 staged.append(batch)
             for settle in started:
                 settle.result()  # a write error it met stops the generation
@@ -449,15 +462,26 @@ class Session:
         except GeneratorError as exc:
             raise SessionError(str(exc)) from None
 
-    def _store_image(self, image: Any) -> tuple[tuple[str, str], StagedObjects]:
-        """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit.
+    def _store_image(
+        self, image: Any, shown: Callable[[bytes], None] | None = None
+    ) -> tuple[tuple[str, str], StagedObjects]:
+        """Encode a rendered image (PNG + JPEG thumbnail) and stage both for the commit;
+        ``shown`` gets the thumbnail first, before the PNG is encoded.
 
         The objects are unreferenced until the snapshot row commits: a crash before that
         leaves only garbage for ``gc``, never a partial generation.
         """
         pixels = rgb_pixels(image)  # one conversion for both encoders
-        staged = self.store.objects.stage([encode_png(pixels), encode_thumb(pixels)])
+        thumb = encode_thumb(pixels)
+        if shown is not None:
+            shown(thumb)
+        staged = self.store.objects.stage([encode_png(pixels), thumb])
         return (staged.shas[0], staged.shas[1]), staged
+
+
+def _show_thumb(on_thumb: OnThumb, places: Sequence[int], thumb: bytes) -> None:
+    for position in places:
+        on_thumb(position, thumb)
 
 
 def drop_jobs(store: Store, jobs: Sequence[Future[tuple[Any, StagedObjects]]]) -> None:

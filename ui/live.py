@@ -6,10 +6,14 @@ events the browser reads as they happen::
 
     {"type": "start", "generation": 8, "n": 16}
     {"type": "progress", "done": 4, "total": 16}
-    {"type": "image", "position": 3, "preview": "data:image/jpeg;base64,..."}  # new image
+    {"type": "image", "position": 3, "preview": "data:image/jpeg;base64,..."}  # new image (1)
     {"type": "image", "position": 0, "thumb": "<sha256>"}   # an elite, its thumbnail stored
     {"type": "done", "state": {...}}            # the committed generation, as ``state`` gives it
     {"type": "error", "message": "one line"}    # nothing was committed
+
+(1) The new image's grid thumbnail, sent as soon as a writer thread has encoded it: the very
+bytes the commit stores, so the render thread encodes nothing for the browser, and the stored
+thumbnail that replaces it after ``done`` is the same picture.
 
 The render runs on its own thread and commits even if the browser goes away mid-stream, so a
 reload after Enter shows the new generation once it is stored.
@@ -28,7 +32,6 @@ from typing import Any
 from evolve.agent_config import MAX_OFFSPRING_FACTOR
 from evolve.engine import EngineError, EngineSettings
 from evolve.session import RENDER_BATCHES, Session
-from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg
 from spark_runtime.spark import one_line
 from ui.handlers import (
     USER_ERRORS,
@@ -105,11 +108,12 @@ def start_evolve(wb: Workbench, body: Any, chunks: int = RENDER_BATCHES) -> Iter
         def on_image(position: int, image: Any, thumb: str | None) -> None:
             if thumb is not None:  # an elite: its thumbnail file is stored already
                 emit({"type": "image", "position": position, "thumb": thumb})
-            else:
-                emit({"type": "image", "position": position, "preview": preview(image)})
+
+        def on_thumb(position: int, jpeg: bytes) -> None:  # a new image, not yet stored
+            emit({"type": "image", "position": position, "preview": data_url(jpeg)})
 
         return session.evolve(
-            settings=settings, progress=progress, on_image=on_image, chunks=chunks
+            settings=settings, progress=progress, on_image=on_image, chunks=chunks, on_thumb=on_thumb
         )
 
     first = {"type": "start", "generation": head.generation + 1, "n": len(head.population)}
@@ -191,13 +195,10 @@ def stream(
     return _drain(events, first)
 
 
-def preview(image: Any) -> str:
-    """A quick JPEG data URL of a just-rendered image, shown until its stored thumbnail arrives.
-
-    It is ready before the batch is written, and the stored thumbnail waits for the last batch,
-    so the preview is what keeps encoding off the path from render to screen.
-    """
-    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(image, THUMB_SIZE, quality=85)).decode()
+def data_url(jpeg: bytes) -> str:
+    """A new image's thumbnail as a data URL: the browser shows it before the commit makes
+    the stored file readable."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def _drain(events: queue.Queue[Any], first: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -112,6 +113,27 @@ def test_elites_are_not_rendered_twice(tmp_path: Path) -> None:
     session.rate({0: 5, 1: 5})
     session.evolve()
     assert calls and sum(calls) <= POP - 2  # every batch together: the 2 elites never render
+
+
+def test_each_new_image_shows_its_stored_thumbnail_before_the_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    session = new_session(store)
+    session.rate({0: 5, 1: 5})
+    parent, shown, thumbs = session.head(), [], []
+    # Elites come through on_image with their stored thumbnail, new images through on_thumb
+    # with theirs, each the moment it is encoded: nothing of this generation is readable yet.
+    unreadable = lambda sha: not store.objects.exists(sha)  # noqa: E731
+    session.evolve(
+        on_image=lambda position, image, sha: sha is not None and thumbs.append((position, sha)),
+        on_thumb=lambda position, jpeg: shown.append((position, jpeg, unreadable(hashlib.sha256(jpeg).hexdigest()))),
+    )
+    head = session.head()
+    elites = {p for p, cid in enumerate(head.population) if cid in parent.population}
+    assert sorted(p for p, _ in thumbs) == sorted(elites) and len(elites) >= 1
+    assert sorted(p for p, _, _ in shown) == sorted(set(range(POP)) - elites)  # each new image once
+    for position, jpeg, was_unreadable in shown:
+        assert hashlib.sha256(jpeg).hexdigest() == head.thumbs[position] and was_unreadable
+    assert all(head.thumbs[p] == sha for p, sha in thumbs)
 
 
 def test_new_genomes_are_hashed_only_once_the_render_is_over(tmp_path: Path, monkeypatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -160,9 +161,10 @@ def test_live_evolve_streams_every_image_then_commits(
     for e in shown:
         if "thumb" in e:  # an elite: its stored thumbnail, as the commit has it
             assert e["thumb"] == done["snapshot"]["thumbs"][e["position"]]
-        else:  # a new image: a JPEG preview at once, before anything is written
+        else:  # a new image: its thumbnail as soon as it is encoded, the bytes the commit stores
             data = base64.b64decode(e["preview"].removeprefix("data:image/jpeg;base64,"))
             assert Image.open(io.BytesIO(data)).size == (32, 32)
+            assert hashlib.sha256(data).hexdigest() == done["snapshot"]["thumbs"][e["position"]]
     assert done["snapshot"]["generation"] == 1 and done["snapshot"]["parent_id"] == snap
     assert done["settings"] == {"mutation_strength": 0.6, "locks": ["color"]}
     assert store.get_snapshot(done["snapshot"]["id"]).consumed_ratings == [
