@@ -90,7 +90,11 @@ def connect(address: str | None = None) -> Any:
         return ray
     try:
         if address is None:
+            # "local": a cluster of its own. Without it Ray joins whatever cluster RAY_ADDRESS
+            # or an earlier `ray start` on this machine names, and then refuses the resources
+            # given here; `ray:auto` is the way to join that one.
             ray.init(
+                address="local",
                 num_cpus=os.cpu_count() or 1,
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,

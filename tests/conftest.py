@@ -156,6 +156,7 @@ def ray_cluster() -> Iterator[object]:
         unavailable("Ray is not installed: pip install '.[ray]'")
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never a cluster RAY_ADDRESS or `ray start` left on this machine
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=80 << 20,

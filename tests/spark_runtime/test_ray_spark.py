@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from spark_runtime import ray_spark
 from spark_runtime.image_codec import encode_png
 from spark_runtime.pool import SparkPool
 from spark_runtime.ray_spark import RayOptions, RaySpark
@@ -103,3 +104,23 @@ def test_ray_options_round_trip_and_refuse_nonsense():
         RayOptions(num_cpus=0, num_gpus=0)
     with pytest.raises(SparkError, match="max_restarts and max_task_retries must be >= 0"):
         RayOptions(max_restarts=-1)
+
+
+def test_plain_ray_starts_a_cluster_of_its_own_even_beside_another(monkeypatch):
+    """``--sparks ray`` means a local cluster: not the one RAY_ADDRESS or ``ray start`` names,
+    which would refuse the CPUs asked for (``ray:auto`` joins that one)."""
+    calls = []
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setattr(ray_spark, "import_ray", FakeRay)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    ray_spark.connect()
+    ray_spark.connect("auto")
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1
+    assert calls[1] == {"address": "auto", "log_to_driver": False}
