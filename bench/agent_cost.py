@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from evolve.agent import Agent, AgentConfig  # noqa: E402
 from evolve.engine import Engine  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
@@ -118,12 +119,12 @@ class TimedEngine:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=15, help="rated generations before timing")
-    parser.add_argument("--generations", type=int, default=30, help="generations timed")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--k", type=at_least(1), default=4)
+    parser.add_argument("--warmup", type=at_least(1), default=15, help="rated generations before timing")
+    parser.add_argument("--generations", type=at_least(1), default=30, help="generations timed")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch threads")
     parser.add_argument(
         "--fit-at-enter", action="store_true",
         help="no background fit as ratings arrive: the model is fitted inside evolve",

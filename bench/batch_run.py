@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.args import at_least  # noqa: E402
 from bench.timing import Timed, interleaved_medians  # noqa: E402
 from evolve import batch  # noqa: E402
 from evolve.fitness import NoveltyFitness, archive_levels  # noqa: E402
@@ -41,11 +42,11 @@ from spark_runtime.store import queries as q  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generations", type=int, default=60)
-    parser.add_argument("--timed", type=int, default=10)
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--generations", type=at_least(1), default=60)
+    parser.add_argument("--timed", type=at_least(1), default=10)
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--repeats", type=at_least(1), default=9)
     args = parser.parse_args()
     if args.generations < 2:
         parser.error("--generations must be at least 2 (one to warm up, one to time)")

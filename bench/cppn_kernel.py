@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.args import at_least  # noqa: E402
 from bench.genomes import mutated  # noqa: E402
 from bench.timing import interleaved_medians  # noqa: E402
 from imagery import cppn_kernel, cppn_render  # noqa: E402
@@ -62,10 +63,10 @@ def python_busy_thread(work: Any) -> Iterator[None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--generations", type=int, default=10, help="mutations before timing (bigger networks)")
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--repeats", type=at_least(1), default=9)
+    parser.add_argument("--generations", type=at_least(1), default=10, help="mutations before timing (bigger networks)")
     args = parser.parse_args()
     generator = CPPN.from_config({})
     rng = np.random.default_rng(0)

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from bench.genomes import mutated  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
 from imagery.cppn_genome import INPUT_IDS, OUTPUT_IDS  # noqa: E402
@@ -168,9 +169,9 @@ def compare_reference(population: list[dict], images: list, size: int, color: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--generations", type=at_least(1), default=10)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--budget", type=float, default=45.0, help="seconds for the reference")
     args = parser.parse_args()

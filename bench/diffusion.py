@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from imagery.diffusion import DiffusionGenerator  # noqa: E402
 from imagery.diffusion_genome import format_prompt  # noqa: E402
 
@@ -53,8 +54,8 @@ def _timed(fns, device: torch.device, repeats: int) -> list[tuple[float, torch.T
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="SD-Turbo shapes, 512 px, bf16, CUDA")
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--repeats", type=at_least(1), default=5)
     parser.add_argument("--model", default=None, help="override the model (default per mode)")
     parser.add_argument("--device", default=None, help="override the device")
     parser.add_argument("--dtype", default=None, help="override the dtype")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 
 POPULATION = 4
@@ -69,8 +70,8 @@ def resolve_and_fork(store: Store, branch_id: str, generation: int, name: str) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generations", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--generations", type=at_least(1), default=500)
+    parser.add_argument("--repeats", type=at_least(1), default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         t0 = time.perf_counter()

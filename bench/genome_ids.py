@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.args import at_least  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from imagery.cppn import CPPN  # noqa: E402
 from spark_runtime.genome_codec import identify  # noqa: E402
@@ -48,9 +49,9 @@ def evolved_genomes(count: int, generations: int) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genomes", type=int, default=64)
-    parser.add_argument("--generations", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--genomes", type=at_least(1), default=64)
+    parser.add_argument("--generations", type=at_least(1), default=12)
+    parser.add_argument("--repeats", type=at_least(1), default=50)
     args = parser.parse_args()
     genomes = evolved_genomes(args.genomes, args.generations)
     if [identify(g).id for g in genomes] != [reference_id(g) for g in genomes]:

@@ -22,6 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
+
 CPPN = "imagery.cppn:CPPN"
 
 
@@ -49,10 +51,10 @@ def worker(conn: Any, kept: bool, population: int, size: int, sets: int) -> None
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--sets", type=int, default=6, help="random populations rendered in turn")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--sets", type=at_least(1), default=6, help="random populations rendered in turn")
+    parser.add_argument("--rounds", type=at_least(1), default=6)
     args = parser.parse_args()
     spawn = multiprocessing.get_context("spawn")
     workers = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from bench.fork import build_chain  # noqa: E402
 from bench.timing import interleaved_medians  # noqa: E402
 from spark_runtime.store import RatingInput, Store  # noqa: E402
@@ -25,8 +26,8 @@ from spark_runtime.store import RatingInput, Store  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generations", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--generations", type=at_least(1), default=300)
+    parser.add_argument("--repeats", type=at_least(1), default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp)) as store:
         snapshots = store.history(build_chain(store, args.generations, "bench-history"))

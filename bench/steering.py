@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from bench.genomes import mutated  # noqa: E402
 from evolve.agent import Agent, AgentConfig  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
@@ -132,23 +133,23 @@ def ratings_to_reach(curve: list[float], goal: float, population: int) -> int | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=21)
-    parser.add_argument("--seed0", type=int, default=1)
-    parser.add_argument("--population", type=int, default=12)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--generations", type=int, default=40, help="budget per arm")
+    parser.add_argument("--seeds", type=at_least(1), default=21)
+    parser.add_argument("--seed0", type=at_least(0), default=1)
+    parser.add_argument("--population", type=at_least(1), default=12)
+    parser.add_argument("--size", type=at_least(1), default=64)
+    parser.add_argument("--generations", type=at_least(1), default=40, help="budget per arm")
     defaults = AgentConfig()
-    parser.add_argument("--k", type=int, default=defaults.offspring_factor, help="offspring factor")
+    parser.add_argument("--k", type=at_least(1), default=defaults.offspring_factor, help="offspring factor")
     parser.add_argument("--explore", type=float, default=defaults.explore, help="explore share")
     parser.add_argument("--beta", type=float, default=defaults.beta, help="optimism (UCB)")
     parser.add_argument("--l2", type=float, default=defaults.l2, help="prior precision")
-    parser.add_argument("--feature-size", type=int, default=defaults.feature_size)
+    parser.add_argument("--feature-size", type=at_least(1), default=defaults.feature_size)
     parser.add_argument("--share", type=float, default=0.9, help="goal: share of plain's gain")
     parser.add_argument("--closeness", type=float, default=None, help="a fixed goal instead")
     parser.add_argument("--noise", type=float, default=0.01, help="rater's perception noise")
-    parser.add_argument("--layout", type=int, default=defaults.layout, help="layout cells a side")
+    parser.add_argument("--layout", type=at_least(1), default=defaults.layout, help="layout cells a side")
     parser.add_argument("--genome", action="store_true", help="add the genome features")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady)")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch threads (1: steady)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = AgentConfig(

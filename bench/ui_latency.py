@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.args import at_least  # noqa: E402
 from spark_runtime.spark import build_generator  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
 from ui import handlers  # noqa: E402
@@ -237,14 +238,14 @@ def screenshot(browser: Any, url: str, run_id: str, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--presses", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--population", type=at_least(1), default=16)
+    parser.add_argument("--size", type=at_least(1), default=256)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--presses", type=at_least(1), default=50)
+    parser.add_argument("--seed", type=at_least(0), default=7)
     parser.add_argument("--screenshot", type=Path)
     parser.add_argument(
-        "--agent-rounds", type=int, default=0,
+        "--agent-rounds", type=at_least(0), default=0,
         help="also time generations with the agent off and at k=4, alternating, this many each",
     )
     args = parser.parse_args()
