@@ -12,7 +12,7 @@ from spark_runtime.process_spark import ProcessSpark
 from spark_runtime.spark import InProcessSpark, SparkError
 from spark_runtime.sparks import SessionSparks, SparkSpec, make_pool, parse_sparks
 from spark_runtime.store import Store
-from tests.spark_runtime.conftest import FAKE, fake_genomes
+from tests.spark_runtime.conftest import FAKE, fake_genomes, fake_values
 from ui import cli
 
 # Parsing
@@ -142,12 +142,51 @@ def test_idle_sparks_are_released_and_come_back_on_the_next_render():
 
 
 def test_at_capacity_the_least_recently_used_idle_spark_makes_room():
-    sparks, factory, clock = manager(capacity=2, idle_timeout_s=600)
-    for sid in ("a", "b", "c"):
-        sparks.spark(sid, FAKE, {}).render(fake_genomes(1), 8)
-        clock.now += 1
+    sparks, factory, clock = manager(capacity=2, idle_timeout_s=600, evict_after_s=2)
+    for number, sid in enumerate(("a", "b", "c")):  # three runs: three generators
+        sparks.spark(sid, FAKE, {"delay": number / 1000}).render(fake_genomes(1), 8)
+        clock.now += 2
     assert [s.closed for s in factory.made] == [True, False, False]
     assert sorted(sparks.leased()) == ["b", "c"]
+
+
+def test_at_capacity_a_new_session_takes_an_idle_spark_of_its_generator_as_it_is():
+    sparks, factory, clock = manager(capacity=2, idle_timeout_s=600)
+    for sid in ("a", "b", "c", "a"):
+        sparks.spark(sid, FAKE, {}).render(fake_genomes(1), 8)
+        clock.now += 1
+    # Nothing closed, nothing started again: c took a's spark, then a took b's.
+    assert len(factory.made) == 2 and not any(s.closed for s in factory.made)
+    assert sorted(sparks.leased()) == ["a", "c"]
+
+
+def test_more_sessions_than_sparks_share_them_without_restarting_any():
+    sparks = SessionSparks(factory=CountingFactory(), capacity=2, reap_interval_s=None)
+    factory, results = sparks._factory, {}
+
+    def session(sid: str) -> None:
+        handle = sparks.spark(sid, FAKE, {"delay": 0.01})
+        results[sid] = [fake_values(handle.render(fake_genomes(3), 8)) for _ in range(5)]
+
+    threads = [threading.Thread(target=session, args=(sid,)) for sid in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {sid: [[0, 1, 2]] * 5 for sid in "abc"}
+    assert len(factory.made) == 2 and not any(s.closed for s in factory.made)
+
+
+def test_a_spark_between_two_calls_of_a_generation_is_not_evicted_at_once():
+    sparks = SessionSparks(factory=CountingFactory(), capacity=2, reap_interval_s=None, evict_after_s=0.3)
+    factory = sparks._factory
+    sparks.spark("a", FAKE, {"delay": 0.0}).render(fake_genomes(1), 8)
+    sparks.spark("b", FAKE, {"delay": 0.001}).render(fake_genomes(1), 8)
+    start = time.monotonic()
+    sparks.spark("c", FAKE, {"delay": 0.002}).render(fake_genomes(1), 8)
+    # c waited until a's spark had been idle long enough to be a finished session's.
+    assert time.monotonic() - start >= 0.25
+    assert [s.closed for s in factory.made] == [True, False, False]
 
 
 def one_busy_spark(wait_timeout_s: float):
