@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -101,11 +102,31 @@ def connect(address: str | None = None) -> Any:
                 log_to_driver=False,
             )
         else:
+            _check_reachable(address)
             ray.init(address=address, log_to_driver=False)
+    except SparkError:
+        raise
     except Exception as exc:
         where = f"at {address!r}" if address else "locally"
         raise SparkError(f"cannot start Ray {where}: {one_line(exc)}") from None
     return ray
+
+
+# How long connecting to a cluster's address may take before it counts as nobody there.
+REACH_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, in one line, on a ``host:port`` nothing answers at: Ray itself keeps
+    retrying for a minute or more, printing warnings, and ignores Ctrl+C meanwhile."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray knows and judges itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise SparkError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}") from None
 
 
 def cluster_resources(free_only: bool = False) -> dict[str, float]:

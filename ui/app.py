@@ -298,8 +298,13 @@ def serve(
 
     credentials = parse_auth(auth, auth_file)
     check_address(host, port, credentials)
-    session_sparks = SessionSparks(sparks)
+    # The store first: a bad --db is one line before any spark (a whole Ray cluster) starts.
     store = Store(store_root, db_url=db_url)
+    try:
+        session_sparks = SessionSparks(sparks)
+    except BaseException:
+        store.close()
+        raise
     app = build_app(store, credentials, host, port, sparks=session_sparks)
     shown = f"[{host}]" if ":" in host else host
     print(f"imagery UI on http://{shown}:{port}  (store {store_root}; Ctrl+C stops)", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -106,9 +107,9 @@ def test_ray_options_round_trip_and_refuse_nonsense():
         RayOptions(max_restarts=-1)
 
 
-def test_plain_ray_starts_a_cluster_of_its_own_even_beside_another(monkeypatch):
-    """``--sparks ray`` means a local cluster: not the one RAY_ADDRESS or ``ray start`` names,
-    which would refuse the CPUs asked for (``ray:auto`` joins that one)."""
+@pytest.fixture
+def ray_init_calls(monkeypatch):
+    """``connect`` talking to a stand-in for Ray that records what ``ray.init`` was asked."""
     calls = []
 
     class FakeRay:
@@ -119,8 +120,23 @@ def test_plain_ray_starts_a_cluster_of_its_own_even_beside_another(monkeypatch):
             calls.append(kwargs)
 
     monkeypatch.setattr(ray_spark, "import_ray", FakeRay)
+    return calls
+
+
+def test_plain_ray_starts_a_cluster_of_its_own_even_beside_another(monkeypatch, ray_init_calls):
+    """``--sparks ray`` means a local cluster: not the one RAY_ADDRESS or ``ray start`` names,
+    which would refuse the CPUs asked for (``ray:auto`` joins that one)."""
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     ray_spark.connect()
     ray_spark.connect("auto")
-    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1
-    assert calls[1] == {"address": "auto", "log_to_driver": False}
+    assert ray_init_calls[0]["address"] == "local" and ray_init_calls[0]["num_cpus"] >= 1
+    assert ray_init_calls[1] == {"address": "auto", "log_to_driver": False}
+
+
+def test_a_cluster_address_nothing_answers_at_is_one_line_at_once(ray_init_calls):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SparkError, match=rf"^cannot reach Ray at '127.0.0.1:{port}': Connection refused$"):
+        ray_spark.connect(f"127.0.0.1:{port}")
+    assert ray_init_calls == []  # Ray was never asked

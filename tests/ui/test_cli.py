@@ -209,3 +209,13 @@ def test_diffusion_run_starts_from_a_cppn_generation(run: Path, capsys) -> None:
     with Store(run) as store:
         genomes = store.genomes(store.snapshot_at(store.get_branch("sculpt"), 0))
     assert all("strength" in g and "init_image" in g["tensors"] for g in genomes)
+
+
+def test_ui_with_a_bad_database_says_so_before_starting_any_spark(tmp_path: Path, capsys, monkeypatch) -> None:
+    import ui.app
+
+    started = []
+    monkeypatch.setattr(ui.app, "SessionSparks", lambda *a, **k: started.append(a))  # Ray would start here
+    code, _, err = imagery(capsys, tmp_path, "--db", "bogus://x", "ui", "--sparks", "ray")
+    assert code == 2 and started == []
+    assert err.strip() == "imagery: error: unsupported database 'bogus': use sqlite or postgresql"
