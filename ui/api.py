@@ -36,9 +36,8 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse({"error": one_line(exc)}, status_code=status)
 
 
-def _sniff(path: Path) -> str:
-    with path.open("rb") as fh:
-        head = fh.read(12)
+def _sniff(head: bytes) -> str:
+    """The media type of an object from its first 12 bytes."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -117,17 +116,24 @@ def router(wb: Workbench) -> APIRouter:
 
     @api.get("/object/{sha}")
     def obj(sha: str, download: str | None = None) -> Any:
+        objects = wb.store.objects
         try:
-            path = wb.store.objects.path(check_sha(sha))
+            found = objects.exists(check_sha(sha))
+            # A local object goes out as its file; one behind a URL (shared storage) as its bytes.
+            data = objects.get(sha) if found and not objects.local else None
         except StoreError as exc:
             return error_response(exc)
-        if not path.is_file():
+        if not found:
             return JSONResponse({"error": f"object {sha} is not stored"}, status_code=404)
-        media = _sniff(path)
         headers = {"Cache-Control": IMMUTABLE}
         if download:
             safe = "".join(c for c in download if c.isalnum() or c in "._-")[:100] or sha
             headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        if data is not None:
+            return Response(data, media_type=_sniff(data[:12]), headers=headers)
+        path = objects.path(sha)
+        with path.open("rb") as fh:
+            media = _sniff(fh.read(12))
         return FileResponse(path, media_type=media, headers=headers)
 
     return api

@@ -287,6 +287,7 @@ def build_app(
 def serve(
     store_root: str | Path,
     db_url: str | None,
+    objects_url: str | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     auth: str | None = None,
@@ -299,7 +300,7 @@ def serve(
     credentials = parse_auth(auth, auth_file)
     check_address(host, port, credentials)
     # The store first: a bad --db is one line before any spark (a whole Ray cluster) starts.
-    store = Store(store_root, db_url=db_url)
+    store = Store(store_root, db_url=db_url, objects_url=objects_url)
     try:
         session_sparks = SessionSparks(sparks)
     except BaseException:

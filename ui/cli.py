@@ -31,10 +31,17 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def _store_folder(text: str) -> str:
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"the store is a local folder, got {text!r}: put the objects behind a URL with --objects")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imagery", description="Evolve images with people in the loop.")
-    parser.add_argument("--store", default=os.environ.get("IMAGERY_STORE", DEFAULT_STORE), help="store folder (default ./imagery-data or $IMAGERY_STORE)")
+    parser.add_argument("--store", type=_store_folder, default=os.environ.get("IMAGERY_STORE", DEFAULT_STORE), help="store folder (default ./imagery-data or $IMAGERY_STORE)")
     parser.add_argument("--db", default=os.environ.get("IMAGERY_DB"), help="database URL (default: SQLite in the store folder; or $IMAGERY_DB)")
+    parser.add_argument("--objects", default=os.environ.get("IMAGERY_OBJECTS"), help="where image objects go: a folder or an fsspec URL, e.g. shared storage for a cluster (default: objects/ in the store folder; or $IMAGERY_OBJECTS)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("new", help="create a run and render generation 0; prints the run id")

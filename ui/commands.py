@@ -37,7 +37,7 @@ _RATING = re.compile(r"^(\d+)=(.+)$")
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    return Store(Path(args.store), db_url=args.db)
+    return Store(args.store, db_url=args.db, objects_url=args.objects)
 
 
 def dispatch(args: argparse.Namespace) -> Any:
@@ -271,6 +271,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
     serve(
         Path(args.store),
         args.db,
+        objects_url=args.objects,
         host=args.host,
         port=args.port,
         auth=args.auth,

@@ -198,6 +198,11 @@ class ObjectStore:
         """Whether objects are files on this machine (``path()`` works)."""
         return self._fs is None
 
+    @property
+    def local(self) -> bool:
+        """Whether the objects are files on this machine's disk (else behind an fsspec URL)."""
+        return self._fs is None
+
     def path(self, sha: str) -> Path:
         """Where the object ``sha`` lives on the local disk (whether or not it exists).
 

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from spark_runtime import genome_codec
 from spark_runtime.store import checks, collect, generations, migrations
 from spark_runtime.store import queries as q
-from spark_runtime.store.engine import default_url, make_engines
+from spark_runtime.store.engine import default_url, make_engines, safe_url
 from spark_runtime.store.errors import StoreError
 from spark_runtime.store.generations import PreparedGeneration
 from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
@@ -61,23 +61,50 @@ class Store:
     """Snapshots, branches and content-addressed objects under one folder.
 
     Args:
-        root: folder holding ``imagery.db`` (the default SQLite database) and ``objects/``.
+        root: local folder holding ``imagery.db`` (the default SQLite database) and
+            ``objects/`` (the default object store).
         db_url: an SQLAlchemy URL to use instead of the SQLite file (e.g. PostgreSQL).
+        objects_url: where the objects go instead of ``objects/``: a folder, or an fsspec URL
+            (shared storage for a cluster; ``memory://`` in tests).
+        storage_options: fsspec options for ``objects_url`` (credentials, endpoints).
+
+    Raises:
+        StoreError: a bad or unreachable database or object store, one line; nothing is
+            created then.
     """
 
-    def __init__(self, root: str | Path, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        db_url: str | None = None,
+        objects_url: str | Path | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if "://" in str(root):
+            raise StoreError(
+                f"the store folder must be a local path, got {str(root)!r}: "
+                "put the objects behind a URL with --objects (objects_url)"
+            )
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.objects = ObjectStore(self.root / "objects")
         url = db_url or default_url(self.root)
-        self._engine, self._write_engine = make_engines(url)
+        self._engine, self._write_engine = make_engines(url)  # a bad URL fails before any mkdir
         self._skip_nodes = q.SkipNodes()
-        # A new database is created, and an older one brought up to date, through the
-        # migrations (one locked transaction, so stores opened at once do not race).
-        with self._engine.connect() as conn:
-            revision = migrations.revision_of(conn)
-        if revision != migrations.head():
-            migrations.upgrade(url)
+        try:
+            if db_url is None:
+                self.root.mkdir(parents=True, exist_ok=True)
+            # A new database is created, and an older one brought up to date, through the
+            # migrations (one locked transaction, so stores opened at once do not race).
+            try:
+                with self._engine.connect() as conn:
+                    revision = migrations.revision_of(conn)
+            except sa_exc.SQLAlchemyError as exc:
+                raise StoreError(f"cannot open database {safe_url(url)}: {_one_line(exc)}") from None
+            if revision != migrations.head():
+                migrations.upgrade(url)
+            self.objects = ObjectStore(objects_url or self.root / "objects", storage_options)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def close(self) -> None:
         self._engine.dispose()

@@ -557,3 +557,20 @@ def test_gc_grace_keeps_fresh_garbage(store):
     store.set_head(main.id, g0.id)
     assert store.gc(grace_seconds=3600).objects_removed == 0
     assert store.gc().objects_removed == 4
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_creates_nothing(tmp_path):
+    with pytest.raises(StoreError, match=r"^cannot open database sqlite:///.*: unable to open database file$"):
+        Store(tmp_path / "a", db_url=f"sqlite:///{tmp_path}/no/such/folder/x.db")
+    assert not (tmp_path / "a").exists()
+    garbage = tmp_path / "b"
+    garbage.mkdir()
+    (garbage / "imagery.db").write_bytes(b"not a database\n" * 100)
+    with pytest.raises(StoreError, match=r"^cannot open database .*: file is not a database$"):
+        Store(garbage)
+    assert [p.name for p in garbage.iterdir()] == ["imagery.db"]
+    with pytest.raises(StoreError, match="unsupported database 'bogus'"):
+        Store(tmp_path / "c", db_url="bogus://x")
+    with pytest.raises(StoreError, match="must be a local path"):
+        Store("s3://bucket/store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

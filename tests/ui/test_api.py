@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from spark_runtime.store import Store
-from ui import handlers
+from tests.ui.conftest import SMALL
+from ui import api, handlers
 from ui.app import build_app, check_address, parse_auth
 
 TAB = "tab-api1"
@@ -36,6 +38,26 @@ def test_state_and_thumbnail_files_with_long_cache(client: TestClient, run: dict
     assert "immutable" in thumb.headers["cache-control"]
     assert full.headers["content-type"] == "image/png" and full.content.startswith(b"\x89PNG")
     assert full.headers["content-disposition"] == 'attachment; filename="ab.png"'
+
+
+def test_objects_behind_a_url_are_served_as_their_bytes(tmp_path: Path) -> None:
+    with Store(tmp_path / "rows", objects_url=f"memory://{tmp_path.name}/objects") as store:
+        wb = handlers.Workbench(store)
+        app = FastAPI()
+        api.install(app, wb)
+        client = TestClient(app)
+        run = handlers.create_run(wb, {**SMALL, "name": "shared"})
+        st = _head(client, run)
+        thumb = client.get(f"/api/object/{st['snapshot']['thumbs'][0]}")
+        full = client.get(f"/api/object/{st['snapshot']['images'][0]}", params={"download": "a.png"})
+        missing = client.get("/api/object/" + "0" * 64)
+        wb.close()
+    assert not (tmp_path / "rows" / "objects").exists()  # nothing went to the local folder
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.content == store.objects.get(st["snapshot"]["thumbs"][0])
+    assert full.headers["content-type"] == "image/png" and full.content.startswith(b"\x89PNG")
+    assert full.headers["content-disposition"] == 'attachment; filename="a.png"'
+    assert missing.status_code == 404 and "not stored" in missing.json()["error"]
 
 
 @pytest.mark.parametrize(

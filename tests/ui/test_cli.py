@@ -219,3 +219,20 @@ def test_ui_with_a_bad_database_says_so_before_starting_any_spark(tmp_path: Path
     code, _, err = imagery(capsys, tmp_path, "--db", "bogus://x", "ui", "--sparks", "ray")
     assert code == 2 and started == []
     assert err.strip() == "imagery: error: unsupported database 'bogus': use sqlite or postgresql"
+
+
+def test_objects_behind_a_url_and_a_store_that_is_not_a_folder(tmp_path: Path, capsys) -> None:
+    shared = f"memory://{tmp_path.name}-objects"
+    code, run_id, _ = imagery(capsys, tmp_path, "--objects", shared, "new", "--population", "4", "--size", "32", "--name", "far")
+    assert code == 0
+    code, _, _ = imagery(capsys, tmp_path, "--objects", shared, "export", "far@0", str(tmp_path / "out"))
+    assert code == 0 and len(list((tmp_path / "out").glob("*.png"))) == 4
+    assert not (tmp_path / "objects").exists()  # the rows are here, the images behind the URL
+    with Store(tmp_path, objects_url=shared) as store:
+        images = store.history(store.get_branch(run_id))[0].images
+        assert len(images) == 4 and all(store.objects.exists(sha) for sha in images)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", "s3://bucket/store", "status"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "put the objects behind a URL with --objects" in err
+    assert not Path("s3:").exists()
