@@ -31,6 +31,16 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _store_folder(text: str) -> str:
     if "://" in text:
         raise argparse.ArgumentTypeError(f"the store is a local folder, got {text!r}: put the objects behind a URL with --objects")
@@ -113,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="migrate the database (--db, or the store's SQLite file) to the newest schema")
 
     p = sub.add_parser("gc", help="remove objects no branch can reach")
-    p.add_argument("--grace", type=float, default=0.0, help="keep unreachable objects younger than this many seconds")
+    p.add_argument("--grace", type=_seconds, default=0.0, help="keep unreachable objects younger than this many seconds")
 
     return parser
 

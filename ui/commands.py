@@ -106,6 +106,18 @@ def _session(store: Store, text: str, spark: Spark | None = None) -> tuple[Sessi
     return session, ref
 
 
+def _head_session(store: Store, text: str, what: str, spark: Spark | None = None) -> Session:
+    """The session of a ref that names a branch, not a generation: ``what`` works from the
+    head (acting on the head when the ref named another generation would be a surprise)."""
+    session, ref = _session(store, text, spark)
+    if ref.generation is not None:
+        raise SessionError(
+            f"{what} works from the branch head: name RUN or RUN:BRANCH, not {text!r} "
+            f"(fork a branch from generation {ref.generation} to go on from there)"
+        )
+    return session
+
+
 def _snapshot(session: Session, ref: Any) -> Any:
     """The generation a ref names on the session's branch, or its head when it names none."""
     return session.store.snapshot_at(session.branch, ref.generation) if ref.generation is not None else session.head()
@@ -117,8 +129,9 @@ def cmd_run(args: argparse.Namespace) -> str:
         run = store.get_run(parse_ref(args.run).run)
         fitness = parse_fitness(args.fitness, preference_loader=_preference_loader(store))
         # The sparks load the generator once, in parallel, and serve every generation.
+        _head_session(store, args.run, "a batch run")  # a bad ref fails before sparks start
         with make_pool(spec, run.target, run.generator_config) as pool:
-            session, _ = _session(store, args.run, spark=pool)
+            session = _head_session(store, args.run, "a batch run", spark=pool)
             bar = ProgressBar(f"{session.run.name}:{session.branch.name}", args.generations)
             head = session.run_auto(fitness, args.generations, progress=bar)
         return f"{session.run.name}:{session.branch.name} is at generation {head.generation}"
@@ -157,16 +170,16 @@ def parse_ratings(items: list[str], n: int) -> dict[int, float | None]:
 
 def cmd_rate(args: argparse.Namespace) -> str:
     with open_store(args) as store:
-        session, _ = _session(store, args.run)
-        head = session.head()
-        scores = parse_ratings(args.ratings, len(head.population))
-        session.rate(scores, snapshot=head)
-        return f"stored {len(scores)} rating(s) for generation {head.generation} of {session.run.name}:{session.branch.name}"
+        session, ref = _session(store, args.run)
+        rated = _snapshot(session, ref)  # the head, or the generation the ref names
+        scores = parse_ratings(args.ratings, len(rated.population))
+        session.rate(scores, snapshot=rated)
+        return f"stored {len(scores)} rating(s) for generation {rated.generation} of {session.run.name}:{session.branch.name}"
 
 
 def cmd_evolve(args: argparse.Namespace) -> str:
     with open_store(args) as store:
-        session, _ = _session(store, args.run)
+        session = _head_session(store, args.run, "evolve")
         settings = session.settings()
         changes: dict[str, Any] = {}
         if args.strength is not None:
@@ -184,7 +197,7 @@ def cmd_evolve(args: argparse.Namespace) -> str:
 
 def cmd_undo(args: argparse.Namespace) -> str:
     with open_store(args) as store:
-        session, _ = _session(store, args.run)
+        session = _head_session(store, args.run, "undo")
         head = session.undo()
         return f"{session.run.name}:{session.branch.name} is back at generation {head.generation}"
 
@@ -248,13 +261,22 @@ def cmd_export(args: argparse.Namespace) -> str:
     with open_store(args) as store:
         session, ref = _session(store, args.ref)
         snapshot = _snapshot(session, ref)
-        paths = export_snapshot(store, session.run, session.branch.name, snapshot, Path(args.dir))
+        folder = Path(args.dir)
+        if folder.exists() and not folder.is_dir():
+            raise SessionError(f"cannot export to {args.dir!r}: it is a file, not a folder")
+        try:
+            paths = export_snapshot(store, session.run, session.branch.name, snapshot, folder)
+        except OSError as exc:
+            raise SessionError(f"cannot write to {args.dir!r}: {exc.strerror or exc}") from None
         return f"wrote {len(paths)} PNG(s) to {args.dir}"
 
 
 def cmd_rerender(args: argparse.Namespace) -> str:
     image = rerender(args.png, args.size)
-    image.save(args.out)
+    try:
+        image.save(args.out)
+    except (OSError, ValueError) as exc:  # ValueError: a file name Pillow knows no format for
+        raise SessionError(f"cannot write {args.out!r}: {getattr(exc, 'strerror', None) or exc}") from None
     return f"wrote {args.out} ({image.width}x{image.height})"
 
 

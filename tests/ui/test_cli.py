@@ -120,6 +120,10 @@ def test_gc_removes_what_no_branch_reaches(run: Path, capsys) -> None:
         (["new", "--name", "demo"], "already exists"),
         (["new", "--generator", "gan", "--name", "d"], "unknown generator"),
         (["evolve", "demo", "--strength", "3"], "0..1"),
+        (["evolve", "demo@0"], "evolve works from the branch head"),
+        (["undo", "demo:main@0"], "undo works from the branch head"),
+        (["run", "demo@0", "--generations", "1"], "a batch run works from the branch head"),
+        (["export", "demo@0", "/dev/null"], "it is a file, not a folder"),
         (["evolve", "demo", "--lock", "wings"], "cannot lock"),
         (["fork", "demo@0", "--name", "main"], "already exists"),
         (["new", "--init-from", "demo@0", "--name", "x"], "cannot start from images"),
@@ -236,3 +240,21 @@ def test_objects_behind_a_url_and_a_store_that_is_not_a_folder(tmp_path: Path, c
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "put the objects behind a URL with --objects" in err
     assert not Path("s3:").exists()
+
+
+def test_rate_names_a_generation_or_the_head(run: Path, capsys) -> None:
+    assert imagery(capsys, run, "evolve", "demo")[0] == 0
+    code, out, _ = imagery(capsys, run, "rate", "demo@0", "1=2")
+    assert code == 0 and out.startswith("stored 1 rating(s) for generation 0 ")
+    assert imagery(capsys, run, "rate", "demo", "2=4")[1].startswith("stored 1 rating(s) for generation 1 ")
+    with Store(run) as store:
+        first, head = store.history(store.get_branch("demo"))
+        assert store.current_scores(first.id) == {1: 2.0} and store.current_scores(head.id) == {2: 4.0}
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
+def test_gc_grace_must_be_seconds(tmp_path: Path, capsys, grace: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path), "gc", "--grace", grace])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "seconds" in err[-1] and not (tmp_path / "objects").exists()
