@@ -85,8 +85,12 @@ def run_auto(
             if done == 0:
                 # The starting head may carry ratings of its own (a person's scores and picks
                 # from the browser): they count with these scores, as in a step by step run.
-                # Every later head is this run's own, rated by it alone.
-                session.rate(dict(enumerate(scores)), snapshot=head)
+                # Every later head is this run's own, rated by it alone. A run that stopped
+                # after storing these very scores (its next commit failed) stores none again.
+                mine = session.store.current_scores(head.id, session.session_id)
+                fresh = {p: s for p, s in enumerate(scores) if mine.get(p) != s}
+                if fresh:
+                    session.rate(fresh, snapshot=head)
                 rows = session.store.ratings(head.id)
                 told = fitness_from_events(len(scores), rows)
                 consumed = [r.id for r in rows]

@@ -195,3 +195,27 @@ def test_a_batch_run_with_the_agent_attached_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SessionError, match="detach the agent"):
         session.run_auto(NoveltyFitness(), generations=2)
     assert session.head().generation == 0 and store.ratings(session.head().id) == []
+
+
+@needs_syncfs
+def test_a_run_resumed_after_a_failed_commit_does_not_score_its_head_twice(tmp_path: Path) -> None:
+    store = Store(tmp_path / "stopped")
+    session = new_session(store)
+    real_prepare = store.prepare_generation
+
+    def prepare(**kwargs):
+        if kwargs["generation"] == 3:
+            raise StoreError("database error: terminating connection")
+        return real_prepare(**kwargs)
+
+    store.prepare_generation = prepare  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="terminating"):
+        session.run_auto(NoveltyFitness(), generations=5)
+    head = session.head()
+    assert head.generation == 2 and len(store.ratings(head.id)) == POP  # scored, then stopped
+    store.prepare_generation = real_prepare  # type: ignore[method-assign]
+    resumed = session.run_auto(NoveltyFitness(), generations=2)
+    assert len(store.ratings(head.id)) == POP  # the same scores are not stored again
+    assert len(store.snapshot_at(session.branch, 3).consumed_ratings) == POP
+    unbroken = new_session(Store(tmp_path / "unbroken")).run_auto(NoveltyFitness(), generations=4)
+    assert resumed.population == unbroken.population and resumed.images == unbroken.images
