@@ -271,6 +271,7 @@ class SessionSparks:
         self.wait_timeout_s = wait_timeout_s
         self._clock = clock
         self._leases: dict[str, _Lease] = {}
+        self._unowned = 0  # how many sparks were handed back (names their leases)
         self._cond = threading.Condition()
         self._closed = False
         self._stop = threading.Event()
@@ -286,9 +287,10 @@ class SessionSparks:
         return SessionSpark(self, session_id, target, config)
 
     def leased(self) -> dict[str, int]:
-        """Sessions holding a spark now, with how many renders each has in flight."""
+        """Sessions holding a spark now, with how many renders each has in flight (sparks
+        handed back are nobody's)."""
         with self._cond:
-            return {sid: lease.busy for sid, lease in self._leases.items()}
+            return {sid: lease.busy for sid, lease in self._leases.items() if not sid.startswith(_UNOWNED)}
 
     def release(self, session_id: str) -> bool:
         """Close a session's spark now; one still rendering is closed when it finishes.
@@ -305,6 +307,18 @@ class SessionSparks:
             self._cond.notify_all()
         _close(lease)
         return True
+
+    def hand_back(self, session_id: str) -> None:
+        """Let go of a session's idle spark without closing it: the next session that needs
+        a spark of its generator takes it as it is. For a spark lent for one job, such as
+        rendering a new run's generation 0 before any tab has the run open."""
+        with self._cond:
+            lease = self._leases.get(session_id)
+            if lease is None or lease.busy:
+                return
+            self._unowned += 1
+            self._leases[f"{_UNOWNED}{self._unowned}"] = self._leases.pop(session_id)
+            self._cond.notify_all()
 
     def reap(self) -> int:
         """Close the sparks of sessions idle longer than ``idle_timeout_s``; returns how many."""
@@ -387,22 +401,25 @@ class SessionSparks:
         return lease.spark
 
     def _handed_over(self, session_id: str, key: str) -> _Lease | None:
-        """At capacity, another session's idle spark of the same generator, moved over as it
-        is (nothing to close or load: it renders the same images for anyone); else None.
+        """An idle spark of the same generator, moved over as it is (nothing to close or
+        load: it renders the same images for anyone): one handed back, else at capacity
+        another session's, least recently used first; None if there is none.
 
         More sessions than sparks then share them between render calls. Closing one and
         starting another instead would cost each call a spark start: with three tabs on
         two process sparks, 10 to 15 s a generation against about 1 s (2-core VM)."""
-        if self.capacity is None or len(self._leases) < self.capacity:
-            return None  # room for a spark of its own: keep the others where they are
+        full = self.capacity is not None and len(self._leases) >= self.capacity
         idle = [
-            (lease.last_used, sid)
+            (not sid.startswith(_UNOWNED), lease.last_used, sid)
             for sid, lease in self._leases.items()
-            if lease.busy == 0 and lease.key == key and lease.spark is not None
+            if lease.busy == 0
+            and lease.key == key
+            and lease.spark is not None
+            and (full or sid.startswith(_UNOWNED))  # below capacity, a session gets its own
         ]
         if not idle:
             return None
-        lease = self._leases[session_id] = self._leases.pop(min(idle)[1])
+        lease = self._leases[session_id] = self._leases.pop(min(idle)[2])
         lease.busy, lease.last_used = 1, self._clock()  # a release its last session asked for is void
         return lease
 
@@ -451,6 +468,11 @@ class SessionSparks:
     def _reap_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
             self.reap()
+
+
+# Leases of sparks handed back start with this (no session id can: the UI allows letters,
+# digits, '-' and '_').
+_UNOWNED = "\x00handed-back-"
 
 
 def _close(lease: _Lease) -> None:

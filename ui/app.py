@@ -244,6 +244,9 @@ def blocks(wb: Workbench) -> gr.Blocks:
             on_create,
             [generator, population, size, seed, name, model, prompt, negative],
             [handoff, message, run],
+            # Gradio runs one of an event at a time unless told: one person's heavy
+            # generation 0 would hold up everyone else's new run.
+            concurrency_limit=None,
         )
         demo.load(on_refresh, None, run)
         run.focus(on_refresh, None, run)

@@ -315,7 +315,7 @@ def create_run(
     """Create a run and render generation 0; returns ``{"run", "name", "branch"}``."""
     form = payload(form)
     kind = text(form, "generator", "cppn")
-    generator_target(kind)  # an unknown generator is a one-line SessionError
+    target = generator_target(kind)  # an unknown generator is a one-line SessionError
     population = whole(form, "population", 1, 1024, 16)
     size = whole(form, "size", 16, 2048, 256)
     seed = whole(form, "seed", 0, 2**63 - 1, 1)
@@ -328,7 +328,21 @@ def create_run(
         size=size,
         seed=seed,
     )
-    session = Session.create(wb.store, spec, progress=progress)
+    # Generation 0 renders on a spark like every later one (not in this process, and not
+    # queued behind another tab's render): the tab's own when the request names its tab,
+    # else one lent for the create and handed back for the first tab that opens the run.
+    spark, lent = None, None
+    if wb.sparks is not None:
+        owner = session_id(form) if form.get("session") is not None else None
+        lent = None if owner else f"create-{uuid.uuid4().hex[:12]}"
+        # Keyed by the config the run will store, which its tabs' sparks are keyed by.
+        stored_config = build_generator(target, spec.generator_config or {}).config
+        spark = wb.sparks.spark(owner or lent, target, stored_config)
+    try:
+        session = Session.create(wb.store, spec, spark=spark, progress=progress)
+    finally:
+        if lent is not None and wb.sparks is not None:
+            wb.sparks.hand_back(lent)
     return {"run": session.run.id, "name": session.run.name, "branch": "main"}
 
 

@@ -160,6 +160,17 @@ def test_at_capacity_a_new_session_takes_an_idle_spark_of_its_generator_as_it_is
     assert sorted(sparks.leased()) == ["a", "c"]
 
 
+def test_a_spark_handed_back_goes_to_the_next_session_of_its_generator():
+    sparks, factory, _ = manager(capacity=4)
+    sparks.spark("lent", FAKE, {}).render(fake_genomes(1), 8)
+    sparks.hand_back("lent")
+    assert sparks.leased() == {}
+    sparks.spark("other-run", FAKE, {"delay": 0.001}).render(fake_genomes(1), 8)  # another generator
+    sparks.spark("tab", FAKE, {}).render(fake_genomes(1), 8)
+    assert len(factory.made) == 2 and not any(s.closed for s in factory.made)
+    assert sparks.leased() == {"other-run": 0, "tab": 0}
+
+
 def test_more_sessions_than_sparks_share_them_without_restarting_any():
     sparks = SessionSparks(factory=CountingFactory(), capacity=2, reap_interval_s=None)
     factory, results = sparks._factory, {}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from spark_runtime.spark import InProcessSpark
 from spark_runtime.sparks import SessionSparks
 from spark_runtime.store import Store
 from tests.ui.conftest import SMALL
@@ -63,6 +64,28 @@ def test_ui_session_on_process_sparks_leases_one_spark_per_tab(tmp_path: Path) -
     finally:
         sparks.close()
     _same_as_local(tmp_path, done)
+
+
+def test_generation_0_renders_on_a_spark_that_the_runs_first_tab_keeps(tmp_path: Path) -> None:
+    made = []
+
+    def counted(target: str, config: dict[str, Any]) -> InProcessSpark:  # stands in for a process
+        made.append(config)
+        return InProcessSpark(target, config)
+
+    sparks = SessionSparks("process:2", factory=counted, capacity=2, reap_interval_s=None)
+    with Store(tmp_path / "store") as store:
+        wb = handlers.Workbench(store, sparks=sparks)
+        lent = handlers.create_run(wb, {**SMALL, "name": "lent"})  # the start form names no tab
+        assert len(made) == 1 and sparks.leased() == {}  # rendered on a spark, handed back
+        handlers.create_run(wb, {**SMALL, "name": "own", "session": "tab-own"})
+        assert len(made) == 1 and sparks.leased() == {"tab-own": 0}  # the same spark, now the tab's
+        head = handlers.state(wb, {"run": lent["run"], "session": "tab-new"})["snapshot"]["id"]
+        body = {"run": lent["run"], "branch": "main", "session": "tab-new", "parent": head}
+        assert list(start_evolve(wb, body))[-1]["type"] == "done"
+        assert len(made) == 2 and set(sparks.leased()) == {"tab-own", "tab-new"}
+        wb.close()
+    sparks.close()
 
 
 @pytest.mark.ray
