@@ -52,6 +52,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/heap.py
 	$(PY) bench/batch_run.py
 	$(PY) bench/diffusion.py
+	$(PY) bench/previews.py
 	$(PY) bench/ui_latency.py --agent-rounds 20
 	$(PY) bench/steering.py
 	$(PY) bench/agent_cost.py
