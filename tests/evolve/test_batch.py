@@ -135,7 +135,7 @@ def test_a_store_failure_stops_the_run_and_keeps_what_was_committed(tmp_path: Pa
 
     def prepare(**kwargs):
         if kwargs["generation"] == 3:
-            raise StoreError("branch 'main' moved; reload")
+            raise StoreError("branch 'main' moved: another session committed a generation first")
         return real_prepare(**kwargs)
 
     store.prepare_generation = prepare  # type: ignore[method-assign]
