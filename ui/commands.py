@@ -253,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> Any:
             lines.append(f"{run['name']} ({run['id']}): {run['generator']}, population {run['population']}, {run['size']} px, seed {run['seed']}")
             for b in run["branches"]:
                 fork = f", forked at generation {b['forked_from']}" if b.get("forked_from") is not None else ""
-                lines.append(f"  {b['name']}: {b['generations']} generation(s), head {b['head']}, {b['ratings']} rating(s) ({b['head_ratings']} on the head){fork}")
+                lines.append(f"  {b['name']}: {b['generations']} generation(s), head {b['head']}, {b['ratings']} rating event(s) ({b['head_ratings']} on the head; a clear or re-score is one too){fork}")
         return "\n".join(lines)
 
 
