@@ -412,6 +412,22 @@ class ProcessSpark:
             if progress is not None:
                 progress(int(header["done"]), int(header["total"]))
 
+    def poll(self) -> bool:
+        """Whether the child is running. One that died while idle is cleaned up now rather
+        than at the next render (which starts a fresh one), so it lingers as no zombie; a
+        spark that is rendering is not disturbed (its render finds out)."""
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
+            if self._process is None:
+                return False
+            if self._process.is_alive():  # also collects a dead child's exit status
+                return True
+            self._stop(kill=True)
+            return False
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         """Ask the child to stop, then make sure it has; safe to call twice."""
         with self._lock:

@@ -321,7 +321,8 @@ class SessionSparks:
             self._cond.notify_all()
 
     def reap(self) -> int:
-        """Close the sparks of sessions idle longer than ``idle_timeout_s``; returns how many."""
+        """Close the sparks of sessions idle longer than ``idle_timeout_s``; returns how many.
+        The other idle sparks are polled: a worker that died meanwhile is cleaned up."""
         cutoff = self._clock() - self.idle_timeout_s
         with self._cond:
             idle = [
@@ -332,8 +333,14 @@ class SessionSparks:
             doomed = [self._leases.pop(sid) for sid in idle]
             if doomed:
                 self._cond.notify_all()
+            kept = [lease.spark for lease in self._leases.values() if lease.busy == 0 and lease.spark is not None]
         for lease in doomed:
             _close(lease)
+        for spark in kept:
+            poll = getattr(spark, "poll", None)
+            if poll is not None:
+                with contextlib.suppress(Exception):  # a spark that cannot tell is left to its render
+                    poll()
         return len(doomed)
 
     def close(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -335,3 +338,28 @@ def test_render_pixels_are_the_images_pixels_with_or_without_the_generators_own(
         fake.render_pixels(fake_genomes(2), 16),
         np.stack([np.asarray(im) for im in fake.render(fake_genomes(2), 16)]),
     )
+
+
+def test_a_process_spark_that_dies_while_idle_leaves_no_zombie_and_comes_back():
+    sparks = SessionSparks("process:1", reap_interval_s=None, idle_timeout_s=600)
+    try:
+        handle = sparks.spark("tab", FAKE, {})
+        assert fake_values(handle.render(fake_genomes(2), 8)) == [0, 1]
+        (pid,) = [lease.spark.pid for lease in sparks._leases.values()]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _state(pid) is not None and time.monotonic() < deadline:  # till its threads are gone
+            sparks.reap()
+            time.sleep(0.01)
+        assert _state(pid) is None  # collected by the reaper, not a zombie until the next render
+        assert fake_values(handle.render(fake_genomes(2), 8)) == [0, 1]
+    finally:
+        sparks.close()
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter from /proc (Z: a zombie), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
