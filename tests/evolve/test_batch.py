@@ -36,6 +36,19 @@ def step_by_step(session: Session, fitness: NoveltyFitness, generations: int) ->
     return snapshot
 
 
+def failing_prepare(store: Store, generation: int, message: str) -> Any:
+    """Make the store's check of ``generation`` fail with ``message``; returns the real check."""
+    real = store.prepare_generation
+
+    def prepare(**kwargs):
+        if kwargs["generation"] == generation:
+            raise StoreError(message)
+        return real(**kwargs)
+
+    store.prepare_generation = prepare  # type: ignore[method-assign]
+    return real
+
+
 def test_novelty_run_stores_scores_as_ratings_and_continues(tmp_path: Path) -> None:
     store = Store(tmp_path)
     session = new_session(store)
@@ -131,14 +144,7 @@ def test_ratings_already_on_the_starting_head_count_as_in_a_step_by_step_run(tmp
 def test_a_store_failure_stops_the_run_and_keeps_what_was_committed(tmp_path: Path) -> None:
     store = Store(tmp_path)
     session = new_session(store)
-    real_prepare = store.prepare_generation
-
-    def prepare(**kwargs):
-        if kwargs["generation"] == 3:
-            raise StoreError("branch 'main' moved: another session committed a generation first")
-        return real_prepare(**kwargs)
-
-    store.prepare_generation = prepare  # type: ignore[method-assign]
+    failing_prepare(store, 3, "branch 'main' moved: another session committed a generation first")
     with pytest.raises(StoreError, match="moved"):
         session.run_auto(NoveltyFitness(), generations=5)
     head = session.head()
@@ -201,14 +207,7 @@ def test_a_batch_run_with_the_agent_attached_is_refused(tmp_path: Path) -> None:
 def test_a_run_resumed_after_a_failed_commit_does_not_score_its_head_twice(tmp_path: Path) -> None:
     store = Store(tmp_path / "stopped")
     session = new_session(store)
-    real_prepare = store.prepare_generation
-
-    def prepare(**kwargs):
-        if kwargs["generation"] == 3:
-            raise StoreError("database error: terminating connection")
-        return real_prepare(**kwargs)
-
-    store.prepare_generation = prepare  # type: ignore[method-assign]
+    real_prepare = failing_prepare(store, 3, "database error: terminating connection")
     with pytest.raises(StoreError, match="terminating"):
         session.run_auto(NoveltyFitness(), generations=5)
     head = session.head()
