@@ -120,7 +120,7 @@ def router(wb: Workbench) -> APIRouter:
         try:
             found = objects.exists(check_sha(sha))
             # A local object goes out as its file; one behind a URL (shared storage) as its bytes.
-            data = objects.get(sha) if found and not objects.local else None
+            data = objects.get(sha) if found and not objects.is_local else None
         except StoreError as exc:
             return error_response(exc)
         if not found:

@@ -244,9 +244,10 @@ def blocks(wb: Workbench) -> gr.Blocks:
             on_create,
             [generator, population, size, seed, name, model, prompt, negative],
             [handoff, message, run],
-            # Gradio runs one of an event at a time unless told: one person's heavy
-            # generation 0 would hold up everyone else's new run.
-            concurrency_limit=None,
+            # Gradio runs one of an event at a time unless told: with sparks, one person's
+            # heavy generation 0 would hold up everyone else's new run (the sparks' number
+            # bounds them). Rendered in this process, creates stay one at a time.
+            concurrency_limit=None if wb.sparks is not None else 1,
         )
         demo.load(on_refresh, None, run)
         run.focus(on_refresh, None, run)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fitness", default="novelty", help="novelty | target:IMAGE.png | preference:RUN")
     p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render: local | process:N | ray | ray:ADDRESS (default local, or $IMAGERY_SPARKS)")
 
-    p = sub.add_parser("rate", help="score candidates of the branch head: INDEX=SCORE (0..5) or INDEX=clear")
+    p = sub.add_parser("rate", help="score candidates of the branch head (or of RUN@GEN): INDEX=SCORE (0..5) or INDEX=clear")
     p.add_argument("run")
     p.add_argument("ratings", nargs="+")
 

@@ -161,6 +161,15 @@ class ObjectStore:
     """
 
     def __init__(self, root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        try:
+            self._open(root, storage_options)
+        except StoreError:
+            raise
+        except (OSError, ImportError, ValueError) as exc:  # a file in the way, no driver, no server
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise StoreError(f"cannot open object store {str(root)!r}: {reason}") from None
+
+    def _open(self, root: str | Path, storage_options: dict[str, Any] | None) -> None:
         local = _local(root)
         self._fs: Any | None = None
         if local is not None:
@@ -182,10 +191,7 @@ class ObjectStore:
             return
         import fsspec
 
-        try:
-            self._fs, self._base = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
-        except (ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open object store {root!r}: {exc}") from None
+        self._fs, self._base = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
         self.root = self.url = str(root)
         self._base = self._base.rstrip("/")
         self._fs.makedirs(self._base, exist_ok=True)
@@ -196,11 +202,6 @@ class ObjectStore:
     @property
     def is_local(self) -> bool:
         """Whether objects are files on this machine (``path()`` works)."""
-        return self._fs is None
-
-    @property
-    def local(self) -> bool:
-        """Whether the objects are files on this machine's disk (else behind an fsspec URL)."""
         return self._fs is None
 
     def path(self, sha: str) -> Path:

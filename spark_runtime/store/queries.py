@@ -149,7 +149,7 @@ def check_parent(
     branch head is still ``parent_id`` and that ``generation`` follows it; None for a root.
     ``fetch`` loads that row by id (a cache)."""
     if branch.head_snapshot_id != parent_id:
-        raise StoreError(f"branch {branch.name!r} moved: another session committed a generation first; evolve again from its new head")
+        raise StoreError(f"branch {branch.name!r} moved: another session changed its head first (a new generation or an undo); evolve again from its new head")
     if parent_id is None:
         if generation != 0:
             raise StoreError(f"generation {generation} needs a parent snapshot")

@@ -90,8 +90,15 @@ class Store:
         self._engine, self._write_engine = make_engines(url)  # a bad URL fails before any mkdir
         self._skip_nodes = q.SkipNodes()
         try:
+            # Objects behind a URL first: a bad one fails before the folder or the database
+            # is made.
+            if objects_url is not None:
+                self.objects = ObjectStore(objects_url, storage_options)
             if db_url is None:
-                self.root.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot make the store folder {str(root)!r}: {exc.strerror or exc}") from None
             # A new database is created, and an older one brought up to date, through the
             # migrations (one locked transaction, so stores opened at once do not race).
             try:
@@ -101,7 +108,8 @@ class Store:
                 raise StoreError(f"cannot open database {safe_url(url)}: {_one_line(exc)}") from None
             if revision != migrations.head():
                 migrations.upgrade(url)
-            self.objects = ObjectStore(objects_url or self.root / "objects", storage_options)
+            if objects_url is None:
+                self.objects = ObjectStore(self.root / "objects")
         except BaseException:
             self._engine.dispose()
             raise

@@ -144,7 +144,7 @@ def test_ratings_already_on_the_starting_head_count_as_in_a_step_by_step_run(tmp
 def test_a_store_failure_stops_the_run_and_keeps_what_was_committed(tmp_path: Path) -> None:
     store = Store(tmp_path)
     session = new_session(store)
-    failing_prepare(store, 3, "branch 'main' moved: another session committed a generation first")
+    failing_prepare(store, 3, "branch 'main' moved: another session changed its head first")
     with pytest.raises(StoreError, match="moved"):
         session.run_auto(NoveltyFitness(), generations=5)
     head = session.head()

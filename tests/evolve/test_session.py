@@ -308,7 +308,7 @@ def test_a_commit_check_failing_after_the_render_leaves_no_trace(tmp_path: Path)
     objects = object_files(tmp_path)
 
     def refuse(**_kwargs):
-        raise StoreError("branch 'main' moved: another session committed a generation first")
+        raise StoreError("branch 'main' moved: another session changed its head first")
 
     store.prepare_generation = refuse  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="moved"):

@@ -192,14 +192,16 @@ def test_more_sessions_than_sparks_share_them_without_restarting_any():
 
 
 def test_a_spark_between_two_calls_of_a_generation_is_not_evicted_at_once():
-    sparks = SessionSparks(factory=CountingFactory(), capacity=2, reap_interval_s=None, evict_after_s=0.3)
-    factory = sparks._factory
+    sparks, factory, clock = manager(capacity=2, evict_after_s=2.0, wait_timeout_s=10.0)
     sparks.spark("a", FAKE, {"delay": 0.0}).render(fake_genomes(1), 8)
     sparks.spark("b", FAKE, {"delay": 0.001}).render(fake_genomes(1), 8)
-    start = time.monotonic()
-    sparks.spark("c", FAKE, {"delay": 0.002}).render(fake_genomes(1), 8)
-    # c waited until a's spark had been idle long enough to be a finished session's.
-    assert time.monotonic() - start >= 0.25
+    third = threading.Thread(target=sparks.spark("c", FAKE, {"delay": 0.002}).render, args=(fake_genomes(1), 8))
+    third.start()
+    time.sleep(0.3)  # a's spark has been idle for no time at all on the clock: c waits
+    assert third.is_alive() and len(factory.made) == 2 and not factory.made[0].closed
+    clock.now += 2.0  # now a's has been idle long enough to be a finished session's
+    third.join(5)
+    assert not third.is_alive()
     assert [s.closed for s in factory.made] == [True, False, False]
 
 
@@ -363,3 +365,32 @@ def _state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return None
+
+
+def test_a_session_waiting_for_its_own_busy_spark_sleeps_rather_than_spins():
+    gate = threading.Event()
+
+    class Gated(TrackedSpark):
+        def render(self, genomes, size, progress=None):
+            if self.config.get("delay") == 0.0:
+                gate.wait(5)
+            return super().render(genomes, size, progress)
+
+    clock = Clock()
+    sparks = SessionSparks(factory=Gated, capacity=None, reap_interval_s=None, clock=clock, evict_after_s=2.0)
+    sparks.spark("other", FAKE, {"delay": 0.002}).render(fake_genomes(1), 8)
+    clock.now += 60  # an idle spark long past its eviction time, which nobody needs evicted
+    busy = threading.Thread(target=sparks.spark("tab", FAKE, {"delay": 0.0}).render, args=(fake_genomes(1), 8))
+    busy.start()
+    while sparks.leased().get("tab") != 1:
+        time.sleep(0.005)
+    waits, real_wait = [], sparks._cond.wait
+    sparks._cond.wait = lambda timeout=None: waits.append(timeout) or real_wait(timeout)  # type: ignore[method-assign]
+    # The same tab moved to another run while its first render goes on: it waits for that one.
+    switched = threading.Thread(target=sparks.spark("tab", FAKE, {"delay": 0.001}).render, args=(fake_genomes(1), 8))
+    switched.start()
+    time.sleep(0.3)
+    gate.set()
+    busy.join(5)
+    switched.join(5)
+    assert 1 <= len(waits) <= 3  # woken by the render's end, not a thousand times a second

@@ -162,7 +162,7 @@ def test_bad_commits_change_nothing(store):
     )
     bad = [
         ({"generation": 3}, "generation 3 cannot follow generation 0"),
-        ({"parent_id": None, "generation": 0}, "branch 'main' moved: another session committed a generation first"),
+        ({"parent_id": None, "generation": 0}, "branch 'main' moved: another session changed its head first"),
         ({"images": []}, "images must be a list of 1 byte strings"),
         ({"individuals": [({"x": 1}, ["f" * 64])]}, "parent individual 'fff"),
         ({"individuals": [({"x": float("nan")}, [])]}, "individual 0: genome cannot be encoded"),
@@ -183,7 +183,7 @@ def test_second_writer_on_a_stale_head_is_told_to_reload(store, tmp_path):
     g0 = commit(store, main, None, "main")
     other = Store(tmp_path / "data", db_url=store.db_url)
     winner = commit(other, main, g0, "winner")
-    with pytest.raises(StoreError, match="branch 'main' moved: another session committed a generation first"):
+    with pytest.raises(StoreError, match="branch 'main' moved: another session changed its head first"):
         commit(store, main, g0, "loser")
     other.close()
     assert store.get_branch(main.run_id).head_snapshot_id == winner.id
@@ -265,7 +265,7 @@ def test_head_moved_after_prepare_is_refused_and_nothing_lands(store):
     prepared = store.prepare_generation(**args)
     winner = commit(store, main, g0, "winner")
     before = counts(store)
-    with pytest.raises(StoreError, match="branch 'main' moved: another session committed a generation first"):
+    with pytest.raises(StoreError, match="branch 'main' moved: another session changed its head first"):
         _finish(store, prepared, args, "late")
     after = counts(store)
     assert {t: after[t] for t in TABLES} == {t: before[t] for t in TABLES}
@@ -573,4 +573,11 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_creates_nothing(tmp_path)
         Store(tmp_path / "c", db_url="bogus://x")
     with pytest.raises(StoreError, match="must be a local path"):
         Store("s3://bucket/store")
+    a_file = tmp_path / "b" / "imagery.db"
+    with pytest.raises(StoreError, match=r"^cannot open object store '.*imagery.db': File exists$"):
+        Store(tmp_path / "d", objects_url=str(a_file))
+    with pytest.raises(StoreError, match=r"^cannot open object store 'bogus://x': Protocol not known"):
+        Store(tmp_path / "e", objects_url="bogus://x")
+    with pytest.raises(StoreError, match=r"^cannot make the store folder '.*imagery.db': File exists$"):
+        Store(a_file)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
