@@ -297,8 +297,10 @@ def serve(
     auth: str | None = None,
     auth_file: str | None = None,
     sparks: str = "local",
+    spark_idle_s: float = 600.0,
 ) -> None:
-    """Check the address and credentials, print the URL and serve until Ctrl+C."""
+    """Check the address and credentials, print the URL and serve until Ctrl+C.
+    ``spark_idle_s``: a session's spark is released after this long without a render."""
     import uvicorn
 
     credentials = parse_auth(auth, auth_file)
@@ -306,7 +308,10 @@ def serve(
     # The store first: a bad --db is one line before any spark (a whole Ray cluster) starts.
     store = Store(store_root, db_url=db_url, objects_url=objects_url)
     try:
-        session_sparks = SessionSparks(sparks)
+        # Reaped at least every half of the idle time, so a spark goes within 1.5 times it.
+        session_sparks = SessionSparks(
+            sparks, idle_timeout_s=spark_idle_s, reap_interval_s=min(30.0, max(1.0, spark_idle_s / 2))
+        )
     except BaseException:
         store.close()
         raise

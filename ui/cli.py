@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=_whole_number, default=7860)
     p.add_argument("--sparks", default=os.environ.get("IMAGERY_SPARKS", "local"), help="where images render, one spark per browser session: local | process:N | ray | ray:ADDRESS")
+    p.add_argument("--spark-idle", type=_seconds, default=600.0, metavar="SECONDS", help="a session's spark is released after this long without a render (default 600)")
     p.add_argument("--auth", metavar="USER:PASS", help="require HTTP basic authentication")
     p.add_argument(
         "--auth-file", metavar="FILE", help="file of USER:PASS lines for HTTP basic authentication"

@@ -299,6 +299,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
         auth=args.auth,
         auth_file=args.auth_file,
         sparks=args.sparks,
+        spark_idle_s=args.spark_idle,
     )
 
 

@@ -258,3 +258,22 @@ def test_gc_grace_must_be_seconds(tmp_path: Path, capsys, grace: str) -> None:
         main(["--store", str(tmp_path), "gc", "--grace", grace])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and "seconds" in err[-1] and not (tmp_path / "objects").exists()
+
+
+def test_ui_spark_idle_sets_when_a_sessions_spark_is_released(tmp_path: Path, capsys, monkeypatch) -> None:
+    import ui.app
+    from spark_runtime.spark import SparkError
+
+    asked = []
+
+    def sparks(spec, **options):
+        asked.append((spec, options))
+        raise SparkError("stop here: the options are what this test checks")
+
+    monkeypatch.setattr(ui.app, "SessionSparks", sparks)
+    code, _, err = imagery(capsys, tmp_path, "ui", "--sparks", "process:1", "--spark-idle", "5")
+    assert code == 2 and err == "imagery: error: stop here: the options are what this test checks"
+    assert asked == [("process:1", {"idle_timeout_s": 5.0, "reap_interval_s": 2.5})]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path), "ui", "--spark-idle", "-1"])
+    assert exit_info.value.code == 2 and "seconds" in capsys.readouterr().err

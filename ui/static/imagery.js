@@ -27,10 +27,19 @@
 
   const ui = { st: null, focus: 0, scores: {}, picks: new Set(), rendering: null, strength: null, perf: [], errors: [], els: {} };
 
+  // fetch, with "the server is gone" said in words (the browser's own is "Failed to fetch").
+  async function reach(path, init) {
+    try {
+      return await fetch(path, init);
+    } catch (err) {
+      throw new Error("cannot reach the imagery server: is it still running? (start it again, then reload)");
+    }
+  }
+
   async function call(method, path, body) {
     const init = { method, headers: { "Content-Type": "application/json" } };
     if (body !== undefined) init.body = JSON.stringify({ session, ...body });
-    const response = await fetch(path, init);
+    const response = await reach(path, init);
     const data = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
     if (!response.ok) throw Object.assign(new Error(data.error || `server answered ${response.status}`), { status: response.status });
     return data;
@@ -40,7 +49,7 @@
   // POST a JSON body to a streaming route and hand each NDJSON event of the reply to onEvent
   // as it arrives; a refused request throws its one-line error, with the HTTP status.
   async function postStream(path, body, what, onEvent) {
-    const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await reach(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     if (!response.ok) {
       const data = await response.json().catch(() => ({}));
       throw Object.assign(new Error(data.error || `${what} failed (${response.status})`), { status: response.status });
