@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -80,6 +81,12 @@ def import_ray() -> Any:
     return ray
 
 
+# Ray's own log lines in this process: errors only. Its start-up notes ("Started a local Ray
+# instance", the token-authentication notice) would print around the CLI's progress bar at
+# every run; a failure still reaches the user, as one line (SparkError).
+RAY_LOGGING_LEVEL = logging.ERROR
+
+
 def connect(address: str | None = None) -> Any:
     """Join the Ray cluster at ``address``, or start a local one; returns the ``ray`` module.
 
@@ -100,10 +107,11 @@ def connect(address: str | None = None) -> Any:
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 log_to_driver=False,
+                logging_level=RAY_LOGGING_LEVEL,
             )
         else:
             _check_reachable(address)
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=RAY_LOGGING_LEVEL)
     except SparkError:
         raise
     except Exception as exc:

@@ -4,6 +4,7 @@ restart when killed, and never lose or duplicate an image."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -130,7 +131,8 @@ def test_plain_ray_starts_a_cluster_of_its_own_even_beside_another(monkeypatch, 
     ray_spark.connect()
     ray_spark.connect("auto")
     assert ray_init_calls[0]["address"] == "local" and ray_init_calls[0]["num_cpus"] >= 1
-    assert ray_init_calls[1] == {"address": "auto", "log_to_driver": False}
+    assert ray_init_calls[1] == {"address": "auto", "log_to_driver": False, "logging_level": logging.ERROR}
+    assert ray_init_calls[0]["logging_level"] == logging.ERROR  # no start-up notes around the progress bar
 
 
 def test_a_cluster_address_nothing_answers_at_is_one_line_at_once(ray_init_calls):
