@@ -399,7 +399,7 @@ class SessionSparks:
                 # idle spark may be evicted.
                 wait = min(remaining, 1.0)
                 if lease is None:
-                    wait = min(wait, max(0.001, self._next_eviction(now) - now))
+                    wait = min(wait, max(0.001, self._next_eviction() - now))
                 self._cond.wait(wait)
         for old in doomed:
             _close(old)
@@ -450,12 +450,10 @@ class SessionSparks:
         doomed.append(self._leases.pop(min(idle)[1]))
         return True
 
-    def _next_eviction(self, now: float) -> float:
-        """When the least recently used idle spark may be evicted, if that is still to come
-        (``inf`` otherwise: none is idle, or one could be evicted now and was not wanted)."""
-        times = [lease.last_used + self.evict_after_s for lease in self._leases.values() if lease.busy == 0]
-        ahead = [t for t in times if t > now]
-        return min(ahead) if ahead else float("inf")
+    def _next_eviction(self) -> float:
+        """When the least recently used idle spark may be evicted (``inf``: none is idle)."""
+        idle = [lease.last_used for lease in self._leases.values() if lease.busy == 0]
+        return min(idle) + self.evict_after_s if idle else float("inf")
 
     def _build(self, session_id: str, lease: _Lease, target: str, config: dict[str, Any]) -> None:
         # Outside the lock: a Ray actor takes a moment to place; other sessions go on.

@@ -50,8 +50,8 @@ def _store_folder(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imagery", description="Evolve images with people in the loop.")
     parser.add_argument("--store", type=_store_folder, default=os.environ.get("IMAGERY_STORE", DEFAULT_STORE), help="store folder (default ./imagery-data or $IMAGERY_STORE)")
-    parser.add_argument("--db", default=os.environ.get("IMAGERY_DB"), help="database URL (default: SQLite in the store folder; or $IMAGERY_DB)")
-    parser.add_argument("--objects", default=os.environ.get("IMAGERY_OBJECTS"), help="where image objects go: a folder or an fsspec URL, e.g. shared storage for a cluster (default: objects/ in the store folder; or $IMAGERY_OBJECTS)")
+    parser.add_argument("--db", default=os.environ.get("IMAGERY_DB") or None, help="database URL (default: SQLite in the store folder; or $IMAGERY_DB)")
+    parser.add_argument("--objects", default=os.environ.get("IMAGERY_OBJECTS") or None, help="where image objects go: a folder or an fsspec URL, e.g. shared storage for a cluster (default: objects/ in the store folder; or $IMAGERY_OBJECTS)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("new", help="create a run and render generation 0; prints the run id")

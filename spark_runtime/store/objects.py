@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import itertools
 import os
@@ -143,6 +144,20 @@ def _find_syncfs() -> Any:
 _SYNCFS = _find_syncfs()
 
 
+@contextlib.contextmanager
+def _open_errors(root: str | Path) -> Iterator[None]:
+    """Whatever opening an object store raises, as one line: a file in the way, no such
+    protocol, no driver or server, a URL missing its host (fsspec raises all sorts)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+        raise StoreError(f"cannot open object store {str(root)!r}: {reason}") from None
+
+
 def _local(root: str | Path) -> Path | None:
     if isinstance(root, Path):
         return root
@@ -161,13 +176,26 @@ class ObjectStore:
     """
 
     def __init__(self, root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
-        try:
+        with _open_errors(root):
             self._open(root, storage_options)
-        except StoreError:
-            raise
-        except (OSError, ImportError, ValueError) as exc:  # a file in the way, no driver, no server
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise StoreError(f"cannot open object store {str(root)!r}: {reason}") from None
+
+    @staticmethod
+    def check(root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        """Refuse, creating nothing, a root that opening would fail on: a file where a folder
+        should be, an unknown protocol, a filesystem that does not start (``StoreError``)."""
+        with _open_errors(root):
+            local = _local(root)
+            if local is None:
+                import fsspec
+
+                fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+                return
+            for folder in (local, *local.absolute().parents):
+                if folder.exists():
+                    if not folder.is_dir():
+                        code = errno.EEXIST if folder == local else errno.ENOTDIR
+                        raise OSError(code, os.strerror(code))
+                    return
 
     def _open(self, root: str | Path, storage_options: dict[str, Any] | None) -> None:
         local = _local(root)

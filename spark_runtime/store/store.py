@@ -90,11 +90,11 @@ class Store:
         self._engine, self._write_engine = make_engines(url)  # a bad URL fails before any mkdir
         self._skip_nodes = q.SkipNodes()
         try:
-            # Objects behind a URL first: a bad one fails before the folder or the database
-            # is made.
-            if objects_url is not None:
-                self.objects = ObjectStore(objects_url, storage_options)
-            if db_url is None:
+            # Every check before anything is made: a bad objects root fails before the
+            # folder or the database is created, and a bad database before the objects root.
+            if objects_url:
+                ObjectStore.check(objects_url, storage_options)
+            if not db_url:
                 try:
                     self.root.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -108,8 +108,7 @@ class Store:
                 raise StoreError(f"cannot open database {safe_url(url)}: {_one_line(exc)}") from None
             if revision != migrations.head():
                 migrations.upgrade(url)
-            if objects_url is None:
-                self.objects = ObjectStore(self.root / "objects")
+            self.objects = ObjectStore(objects_url or self.root / "objects", storage_options)
         except BaseException:
             self._engine.dispose()
             raise

@@ -579,5 +579,9 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_creates_nothing(tmp_path)
     with pytest.raises(StoreError, match=r"^cannot open object store 'bogus://x': Protocol not known"):
         Store(tmp_path / "e", objects_url="bogus://x")
     with pytest.raises(StoreError, match=r"^cannot make the store folder '.*imagery.db': File exists$"):
-        Store(a_file)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+        Store(a_file, objects_url=str(tmp_path / "objects-f"))
+    with pytest.raises(StoreError, match="unable to open database file"):
+        Store(tmp_path / "g", db_url=f"sqlite:///{tmp_path}/no/such/folder/x.db", objects_url=str(tmp_path / "objects-g"))
+    with pytest.raises(StoreError, match=r"^cannot open object store 'reference://': .*'fo'"):  # a TypeError
+        Store(tmp_path / "h", objects_url="reference://")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no folder, database or objects root

@@ -10,6 +10,7 @@ from PIL import Image
 
 from evolve.export import read_metadata, rerender
 from spark_runtime.store import RatingInput, Store
+from tests.conftest import free_port
 from ui.cli import main
 
 
@@ -220,7 +221,7 @@ def test_ui_with_a_bad_database_says_so_before_starting_any_spark(tmp_path: Path
 
     started = []
     monkeypatch.setattr(ui.app, "SessionSparks", lambda *a, **k: started.append(a))  # Ray would start here
-    code, _, err = imagery(capsys, tmp_path, "--db", "bogus://x", "ui", "--sparks", "ray")
+    code, _, err = imagery(capsys, tmp_path, "--db", "bogus://x", "ui", "--sparks", "ray", "--port", str(free_port()))
     assert code == 2 and started == []
     assert err.strip() == "imagery: error: unsupported database 'bogus': use sqlite or postgresql"
 
@@ -271,9 +272,19 @@ def test_ui_spark_idle_sets_when_a_sessions_spark_is_released(tmp_path: Path, ca
         raise SparkError("stop here: the options are what this test checks")
 
     monkeypatch.setattr(ui.app, "SessionSparks", sparks)
-    code, _, err = imagery(capsys, tmp_path, "ui", "--sparks", "process:1", "--spark-idle", "5")
+    code, _, err = imagery(capsys, tmp_path, "ui", "--sparks", "process:1", "--spark-idle", "5", "--port", str(free_port()))
     assert code == 2 and err == "imagery: error: stop here: the options are what this test checks"
     assert asked == [("process:1", {"idle_timeout_s": 5.0, "reap_interval_s": 2.5})]
     with pytest.raises(SystemExit) as exit_info:
         main(["--store", str(tmp_path), "ui", "--spark-idle", "-1"])
     assert exit_info.value.code == 2 and "seconds" in capsys.readouterr().err
+
+
+def test_empty_store_variables_mean_the_defaults(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGERY_OBJECTS", "")
+    monkeypatch.setenv("IMAGERY_DB", "")
+    code, _, _ = imagery(capsys, tmp_path / "st", "new", "--population", "2", "--size", "32", "--name", "e")
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]  # no objects in the working folder
+    assert sorted(p.name for p in (tmp_path / "st").iterdir() if not p.name.startswith("imagery.db-")) == ["imagery.db", "objects"]

@@ -104,7 +104,7 @@
       },
     });
     agent = window.ImageryAgent({ ui, h, obj, call, postStream, query, flash, outbox, show, progress, renderGrid, refresh, session, evolveSettings });
-    panels = window.ImageryPanels({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent });
+    panels = window.ImageryPanels({ ui, h, obj, call, reach, query, flash, open, evolve, undo, fork, outbox, agent });
     root.replaceChildren();
     const els = ui.els;
     els.root = root;

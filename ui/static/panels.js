@@ -5,7 +5,7 @@
 (() => {
   "use strict";
 
-  window.ImageryPanels = ({ ui, h, obj, call, query, flash, open, evolve, undo, fork, outbox, agent }) => {
+  window.ImageryPanels = ({ ui, h, obj, call, reach, query, flash, open, evolve, undo, fork, outbox, agent }) => {
     function renderControls() {
       const st = ui.st;
       const value = h("span", { class: "im-strength-value" }, ui.strength.toFixed(2));
@@ -84,7 +84,7 @@
       if (!st) return;
       try {
         await outbox.idle();
-        const response = await fetch(`/api/export?${query({ run: st.run.id, branch: st.branch })}`);
+        const response = await reach(`/api/export?${query({ run: st.run.id, branch: st.branch })}`);
         if (!response.ok) return flash((await response.json().catch(() => ({}))).error || "export failed", true);
         const url = URL.createObjectURL(await response.blob());
         h("a", { href: url, download: `${st.run.name}-${st.branch}-picks.zip` }).click();
