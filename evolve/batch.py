@@ -25,6 +25,7 @@ from evolve.engine import Candidate
 from evolve.fitness import AutoFitness, fitness_from_events
 from evolve.session import WRITER, Progress, Session, SessionError, drop_jobs, render_groups
 from spark_runtime.image_codec import decode
+from spark_runtime.store.ratings import fold_scores
 
 # (``evolve.session`` imports this module only when a batch run starts.)
 
@@ -87,11 +88,11 @@ def run_auto(
                 # from the browser): they count with these scores, as in a step by step run.
                 # Every later head is this run's own, rated by it alone. A run that stopped
                 # after storing these very scores (its next commit failed) stores none again.
-                mine = session.store.current_scores(head.id, session.session_id)
-                fresh = {p: s for p, s in enumerate(scores) if mine.get(p) != s}
-                if fresh:
-                    session.rate(fresh, snapshot=head)
                 rows = session.store.ratings(head.id)
+                mine = fold_scores([r for r in rows if r.session == session.session_id])
+                fresh = {p: s for p, s in enumerate(scores) if mine.get(p) != s}
+                if fresh:  # newer than every event read, so oldest first still holds
+                    rows = [*rows, *session.rate(fresh, snapshot=head)]
                 told = fitness_from_events(len(scores), rows)
                 consumed = [r.id for r in rows]
             else:

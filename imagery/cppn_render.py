@@ -302,8 +302,9 @@ def _render(
     kernel = compiled_render_levels if device.type == "cpu" else render_levels
     calls = 1 if progress is None else min(chunks, PROGRESS_STEPS)
     ends = [chunks * (k + 1) // calls for k in range(calls)]
+    out = torch.from_numpy(result)  # a view: the kernel writes into ``result``
     for first, end in zip([0, *ends[:-1]], ends, strict=True):
-        kernel(coords, chunk, first, end, torch.from_numpy(result), *packed, color == "hsv")
+        kernel(coords, chunk, first, end, out, *packed, color == "hsv")
         if progress is not None:
             progress(batch * end // chunks, batch)
     return result[:, :pixels].reshape(batch, size, size, 3)

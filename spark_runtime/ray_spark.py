@@ -275,7 +275,7 @@ class RaySpark:
         """
         if not genomes:
             return []
-        request = pack_request(genomes, size)
+        request = pack_request(genomes, size, progress=False)  # an actor answers once, with no progress frames
         with self._lock:
             self.start()
             reply = self._call(self.actor.render.remote(request), "mid-batch")

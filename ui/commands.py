@@ -126,10 +126,10 @@ def _snapshot(session: Session, ref: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> str:
     spec = parse_sparks(args.sparks)
     with open_store(args) as store:
-        run = store.get_run(parse_ref(args.run).run)
+        # A bad ref (an unknown run or branch, a generation) fails before any spark starts.
+        run = _head_session(store, args.run, "a batch run").run
         fitness = parse_fitness(args.fitness, preference_loader=_preference_loader(store))
         # The sparks load the generator once, in parallel, and serve every generation.
-        _head_session(store, args.run, "a batch run")  # a bad ref fails before sparks start
         with make_pool(spec, run.target, run.generator_config) as pool:
             session = _head_session(store, args.run, "a batch run", spark=pool)
             bar = ProgressBar(f"{session.run.name}:{session.branch.name}", args.generations)

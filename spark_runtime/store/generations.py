@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from spark_runtime.store import queries as q
 from spark_runtime.store.checks import PreparedIndividual
-from spark_runtime.store.errors import StoreError
+from spark_runtime.store.errors import StoreError, head_moved
 from spark_runtime.store.models import Branch, Individual, Snapshot, utcnow
 from spark_runtime.store.skiplist import skip_generation, walk_to
 
@@ -114,7 +114,7 @@ def write(conn: Connection, prepared: PreparedGeneration, snapshot: Snapshot, te
     head_move = _MOVE_ROOT_HEAD if prepared.parent_id is None else _MOVE_HEAD
     moved = conn.execute(head_move, {"branch": prepared.branch_id, "parent": prepared.parent_id, "snapshot": snapshot.id})
     if moved.rowcount != 1:
-        raise StoreError(f"branch {prepared.branch_name!r} moved: another session changed its head first (a new generation or an undo); evolve again from its new head")
+        raise head_moved(prepared.branch_name)
 
 
 # Built once, executed on the connection: Core statements with bound parameters hit the

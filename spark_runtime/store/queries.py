@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, bindparam, select
 from sqlmodel import Session
 
 from spark_runtime.store.collect import chunks
-from spark_runtime.store.errors import StoreError
+from spark_runtime.store.errors import StoreError, head_moved
 from spark_runtime.store.models import Branch, Individual, Rating, Run, Snapshot
 from spark_runtime.store.skiplist import walk_to
 
@@ -149,7 +149,7 @@ def check_parent(
     branch head is still ``parent_id`` and that ``generation`` follows it; None for a root.
     ``fetch`` loads that row by id (a cache)."""
     if branch.head_snapshot_id != parent_id:
-        raise StoreError(f"branch {branch.name!r} moved: another session changed its head first (a new generation or an undo); evolve again from its new head")
+        raise head_moved(branch.name)
     if parent_id is None:
         if generation != 0:
             raise StoreError(f"generation {generation} needs a parent snapshot")
