@@ -42,14 +42,12 @@ from spark_runtime.store import queries as q  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generations", type=at_least(1), default=60)
+    parser.add_argument("--generations", type=at_least(2), default=60, help="at least one to warm up and one to time")
     parser.add_argument("--timed", type=at_least(1), default=10)
     parser.add_argument("--population", type=at_least(1), default=16)
     parser.add_argument("--size", type=at_least(1), default=256)
     parser.add_argument("--repeats", type=at_least(1), default=9)
     args = parser.parse_args()
-    if args.generations < 2:
-        parser.error("--generations must be at least 2 (one to warm up, one to time)")
     warm = max(1, args.generations - args.timed)
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store") as store:
         spec = RunSpec(name="bench", population=args.population, size=args.size, seed=5)

@@ -13,7 +13,6 @@ paired differences as a ratio against the render-thread way.
 from __future__ import annotations
 
 import argparse
-import base64
 import statistics
 import sys
 import tempfile
@@ -29,12 +28,9 @@ from bench.args import at_least  # noqa: E402
 from evolve.session import RunSpec, Session  # noqa: E402
 from spark_runtime.image_codec import THUMB_SIZE, encode_jpeg  # noqa: E402
 from spark_runtime.store import Store  # noqa: E402
+from ui.live import data_url  # noqa: E402  (the UI's own, so the preview costs what it costs there)
 
 WARM_UP = 2  # generations before timing: torch and the store settle
-
-
-def _data_url(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def generation(session: Session, way: str, fitness: list[float]) -> tuple[float, float]:
@@ -45,12 +41,12 @@ def generation(session: Session, way: str, fitness: list[float]) -> tuple[float,
     def on_image(position: int, image: Any, thumb: str | None) -> None:
         nonlocal last
         if image is not None and way == "render thread":
-            _data_url(encode_jpeg(image, THUMB_SIZE, quality=85))  # the preview the UI encoded before
+            data_url(encode_jpeg(image, THUMB_SIZE, quality=85))  # the preview the UI encoded before
             last = time.perf_counter() - start
 
     def on_thumb(position: int, jpeg: bytes) -> None:
         nonlocal last
-        _data_url(jpeg)
+        data_url(jpeg)
         last = time.perf_counter() - start
 
     extra = {"on_thumb": on_thumb} if way == "stored thumbnail" else {}

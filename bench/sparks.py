@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 
 from bench.args import at_least  # noqa: E402
 from bench.genomes import mutated  # noqa: E402
-from bench.timing import Timed, interleaved, interleaved_medians, seconds  # noqa: E402
+from bench.timing import Timed, interleaved_medians, seconds  # noqa: E402
 from evolve.engine import Engine  # noqa: E402
 from evolve.session import RENDER_BATCHES, RunSpec, Session  # noqa: E402
 from spark_runtime.pool import SparkPool  # noqa: E402
@@ -87,15 +87,14 @@ def throughput(genomes: list[dict], size: int, repeats: int) -> None:
     renders = {"in-process": local.render, **{f"process:{c}": p.render for c, p in pools.items()}}
     for render in renders.values():
         render(genomes, size)  # warm-up: the sparks load and torch sets up
-    times = interleaved({name: lambda r=render: r(genomes, size) for name, render in renders.items()}, repeats)
+    times = interleaved_medians({name: lambda r=render: r(genomes, size) for name, render in renders.items()}, repeats)
     for pool in pools.values():
         pool.close()
-    base = n / statistics.median(times["process:1"])
-    for name, samples in times.items():
-        seconds = statistics.median(samples)
-        ratio = "" if name == "in-process" else f"  ratio vs 1 spark {n / seconds / base:.2f}x"
+    base = n / times["process:1"]
+    for name, median in times.items():
+        ratio = "" if name == "in-process" else f"  ratio vs 1 spark {n / median / base:.2f}x"
         print(
-            f"   {name:<18} {n / seconds:7.1f} images/s  ({seconds * 1000:6.0f} ms, median of {repeats}){ratio}"
+            f"   {name:<18} {n / median:7.1f} images/s  ({median * 1000:6.0f} ms, median of {repeats}){ratio}"
         )
     print(
         f"   This machine has {cores()} CPU core(s): sparks beyond {cores()} share them, so the "

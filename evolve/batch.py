@@ -125,17 +125,13 @@ def run_auto(
             committing = _STORE_WORK.submit(_store, session, batch, committed, scores, consumed)
             images = [pictures[c.id] for c in children]
         committed = committing.result() if committing is not None else committed
-        committing = None
     except BaseException as error:
         # Stopped: the commit under way still lands (or fails, which is said too).
         failed = committing.exception() if committing is not None else None
         if failed is not None and failed is not error:
             error.add_note(f"the generation being stored when this happened failed too: {failed}")
-        committing = None
         raise
     finally:
-        if committing is not None:
-            committing.exception()
         drop_jobs(session.store, unsent)
     if progress:
         progress(generations, generations)

@@ -310,12 +310,7 @@ class ProcessSpark:
         self._ready = False
         self._started_once = False
         self._pixels = ParentPixels()  # the child's shared reply memory, once it sends it
-        # Every reply's pixels are copied into a fresh few-megabyte buffer here. Whether glibc
-        # then faults its pages in anew each time depends on the heap's history: in the
-        # reply-transport part of bench/sparks.py, before this, every reply of 16 images at
-        # 256 px faulted ~1,700 pages in, 5-6 ms a reply against 2.0 ms with the heap kept
-        # (2-core VM; spark_runtime.heap).
-        keep_freed_memory()
+        keep_freed_memory()  # replies land in fresh buffers: see spark_runtime.heap
 
     @property
     def pid(self) -> int | None:

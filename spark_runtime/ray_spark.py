@@ -211,11 +211,7 @@ class RaySpark:
         self._actor: Any | None = None
         self._ready_ref: Any | None = None
         self.restarts = 0
-        # Each reply frame arrives as a fresh few-megabyte bytes object: keep freed ones for
-        # the next (an actor serving bench/sparks.py's ReadyPixels, 16 images at 256 px, timed
-        # in a scratch script on the 2-core VM: 11 ms a reply with glibc's defaults, 7 ms with
-        # the heap kept; spark_runtime.heap).
-        keep_freed_memory()
+        keep_freed_memory()  # replies land in fresh buffers: see spark_runtime.heap
         self.launch()
 
     def launch(self) -> None:

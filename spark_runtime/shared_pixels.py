@@ -34,9 +34,10 @@ class ChildPixels:
     """The child's side: one memory file, grown to the largest reply so far."""
 
     def __init__(self) -> None:
+        # Open only while the parent has yet to get the file (after the reply frame that
+        # says it is new); closed once handed over, as the mapping keeps the file alive.
         self._fd: int | None = None
         self._map: mmap.mmap | None = None
-        self._unsent = False  # the file is new: the parent gets it after the reply frame
 
     def write(self, pixels: Sequence[np.ndarray]) -> dict[str, Any]:
         """Copy ``pixels`` into the shared file, back to back; returns the ``shared`` entry
@@ -50,29 +51,29 @@ class ChildPixels:
             target = np.frombuffer(self._map, np.uint8, count=p.nbytes, offset=offset)
             target.reshape(p.shape)[...] = p
             offset += p.nbytes
-        return {"bytes": total, "new": self._unsent}
+        return {"bytes": total, "new": self._fd is not None}
 
     def hand_over(self, conn: Any) -> None:
         """Send a new file's descriptor to the parent (right after the frame that says so),
         then close it here: the mapping keeps the file alive, and nothing sends it again."""
-        if self._unsent and self._fd is not None:
+        if self._fd is not None:
             reduction.send_handle(conn, self._fd, os.getppid())
             os.close(self._fd)
-            self._fd, self._unsent = None, False
+            self._fd = None
 
     def _grow(self, total: int) -> None:
         self.close()
         capacity = max(_GROWTH, -(-total // _GROWTH) * _GROWTH)
         fd = os.memfd_create("spark-pixels", os.MFD_CLOEXEC)
         os.ftruncate(fd, capacity)
-        self._fd, self._map, self._unsent = fd, mmap.mmap(fd, capacity), True
+        self._fd, self._map = fd, mmap.mmap(fd, capacity)
 
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
         if self._fd is not None:
             os.close(self._fd)
-        self._fd, self._map, self._unsent = None, None, False
+        self._fd, self._map = None, None
 
 
 class ParentPixels:

@@ -7,6 +7,7 @@ their sha256, so they are served with a year-long immutable cache header.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from base64 import b64decode
@@ -116,13 +117,20 @@ def router(wb: Workbench) -> APIRouter:
 
     @api.get("/object/{sha}")
     def obj(sha: str, download: str | None = None) -> Any:
-        objects = wb.store.objects
         try:
-            found = objects.exists(check_sha(sha))
-            # A local object goes out as its file; one behind a URL (shared storage) as its bytes.
-            data = objects.get(sha) if found and not objects.is_local else None
+            check_sha(sha)
         except StoreError as exc:
             return error_response(exc)
+        objects = wb.store.objects
+        # A local object goes out as its file; one behind a URL (shared storage) as its
+        # bytes, fetched in one request (``get`` says when it is missing).
+        data: bytes | None = None
+        if objects.is_local:
+            found = objects.exists(sha)
+        else:
+            with contextlib.suppress(StoreError):
+                data = objects.get(sha)
+            found = data is not None
         if not found:
             return JSONResponse({"error": f"object {sha} is not stored"}, status_code=404)
         headers = {"Cache-Control": IMMUTABLE}
@@ -130,7 +138,7 @@ def router(wb: Workbench) -> APIRouter:
             safe = "".join(c for c in download if c.isalnum() or c in "._-")[:100] or sha
             headers["Content-Disposition"] = f'attachment; filename="{safe}"'
         if data is not None:
-            return Response(data, media_type=_sniff(data[:12]), headers=headers)
+            return Response(data, media_type=_sniff(data), headers=headers)
         path = objects.path(sha)
         with path.open("rb") as fh:
             media = _sniff(fh.read(12))
